@@ -1,0 +1,3 @@
+"""deephemnma: continuous conformational heterogeneity from cryo-EM images (DeepHEMNMA)."""
+
+__version__ = "0.1.0"
