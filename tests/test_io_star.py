@@ -170,7 +170,7 @@ def test_relion31_values_and_accessors(tmp_path: Path):
     np.testing.assert_array_equal(ctf.voltage_kV, [300.0] * 3)
     np.testing.assert_array_equal(ctf.cs_mm, [2.7] * 3)
     np.testing.assert_array_equal(ctf.amplitude_contrast, [0.1] * 3)
-    np.testing.assert_array_equal(ctf.b_factor_A2, [0.0, 0.0, 40.0])
+    np.testing.assert_array_equal(ctf.bfactor_A2, [0.0, 0.0, 40.0])
     np.testing.assert_array_equal(angles_deg(t)[1], [14.507, 32.005997, -71.000183])
     np.testing.assert_array_equal(shifts_A(t)[0], [-1.328, 2.541])
     modes, q = amplitudes(t)

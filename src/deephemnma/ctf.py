@@ -15,13 +15,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 
 @dataclass(frozen=True)
 class CTFParams:
-    """Microscope and per-particle CTF parameters; each field a float or a tensor of shape
-    (...) broadcast against the others (one value per image)."""
+    """Microscope and per-particle CTF parameters (RELION definitions); each field a float,
+    a numpy array or a tensor of shape (...) broadcast against the others (one value per
+    image). Defocus in Å (positive = underfocus), angle and phase shift in degrees, voltage
+    in kV, Cs in mm, amplitude contrast as a fraction, B-factor in Å²."""
 
     defocus_u_A: torch.Tensor | float
     defocus_v_A: torch.Tensor | float
@@ -33,14 +36,12 @@ class CTFParams:
     bfactor_A2: torch.Tensor | float = 0.0
 
     def index(self, idx) -> CTFParams:
-        """The parameters of a subset of images (tensor fields indexed, floats kept)."""
-        return CTFParams(
-            **{
-                f.name: (v[idx] if torch.is_tensor(v) and v.ndim > 0 else v)
-                for f in fields(self)
-                for v in [getattr(self, f.name)]
-            }
-        )
+        """The parameters of a subset of images (array fields indexed, scalars kept)."""
+
+        def pick(value):
+            return value[idx] if getattr(value, "ndim", 0) > 0 else value
+
+        return CTFParams(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
 
 
 def electron_wavelength_A(voltage_kV: torch.Tensor | float) -> torch.Tensor:
@@ -59,6 +60,8 @@ def rfft_frequencies(
 
 
 def _field(value, dtype, device) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = np.array(value, dtype=np.float64)  # pandas may hand out read-only views
     return torch.as_tensor(value, dtype=dtype, device=device)[..., None, None]
 
 
@@ -92,6 +95,32 @@ def ctf_rfft(
     ctf = torch.sqrt(1 - q**2) * torch.sin(chi) + q * torch.cos(chi)
     bfactor = f("bfactor_A2")
     return ctf * torch.exp(-bfactor * k2 / 4)
+
+
+def ctf_rfft_shared(
+    params: CTFParams,
+    image_size: int,
+    pixel_size_A: float,
+    device=None,
+    dtype=torch.float32,
+) -> torch.Tensor:
+    """:func:`ctf_rfft` for a batch (B,) of parameters, computing each distinct parameter set
+    once — particles of one micrograph (or a whole simulated dataset) share their CTF."""
+    values = [
+        np.broadcast_to(np.asarray(getattr(params, f.name), dtype=np.float64), (_batch(params),))
+        for f in fields(params)
+    ]
+    unique, inverse = np.unique(np.stack(values, 1), axis=0, return_inverse=True)
+    distinct = CTFParams(*(unique[:, k] for k in range(unique.shape[1])))
+    table = ctf_rfft(distinct, image_size, pixel_size_A, device=device, dtype=dtype)
+    return table[torch.as_tensor(inverse.reshape(-1), device=table.device)]
+
+
+def _batch(params: CTFParams) -> int:
+    sizes = {int(np.size(getattr(params, f.name))) for f in fields(params)} - {1}
+    if len(sizes) > 1:
+        raise ValueError(f"CTF parameter arrays of different lengths: {sorted(sizes)}")
+    return sizes.pop() if sizes else 1
 
 
 def apply_filter(images: torch.Tensor, filter_rfft: torch.Tensor) -> torch.Tensor:

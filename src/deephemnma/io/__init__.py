@@ -24,7 +24,6 @@ from deephemnma.io.pdb import (
     write_structure,
 )
 from deephemnma.io.star import (
-    CtfParameters,
     ParticleTable,
     amplitudes,
     angles_deg,
@@ -46,7 +45,6 @@ from deephemnma.io.star import (
 
 __all__ = [
     "SELECTIONS",
-    "CtfParameters",
     "ParticleImages",
     "ParticleTable",
     "StackWriter",

@@ -38,6 +38,7 @@ import mrcfile
 import numpy as np
 import pandas as pd
 
+from deephemnma import __version__
 from deephemnma.errors import InputError
 from deephemnma.io.atomic import atomic_path
 from deephemnma.io.star import (
@@ -139,6 +140,10 @@ def _write_mrc(path: Path, data: np.ndarray, size_A: float, stack: bool) -> Path
             else:
                 mrc.set_volume()
             mrc.voxel_size = float(size_A)
+            # mrcfile stamps a creation time into label 0; a fixed label keeps output of
+            # the same data byte-identical (reproducible and resumable runs).
+            mrc.header.label[0] = f"deephemnma {__version__}".encode()
+            mrc.header.nlabl = 1
     return path
 
 

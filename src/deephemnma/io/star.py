@@ -41,6 +41,7 @@ import pandas as pd
 import starfile
 from starfile.writer import loop_block
 
+from deephemnma.ctf import CTFParams
 from deephemnma.errors import InputError
 from deephemnma.io.atomic import atomic_write_text
 
@@ -110,25 +111,6 @@ class ParticleTable:
     def folder(self) -> Path:
         """Folder against which relative image paths are resolved (cwd for in-memory tables)."""
         return self.path.parent if self.path is not None else Path.cwd()
-
-
-@dataclass(frozen=True)
-class CtfParameters:
-    """Per-particle CTF parameters, RELION definitions (CONVENTIONS.md). All arrays (N,).
-
-    defocus_u_A, defocus_v_A: Å, positive = underfocus. defocus_angle_deg: degrees.
-    voltage_kV, cs_mm, amplitude_contrast (fraction), phase_shift_deg (degrees),
-    b_factor_A2 (Å², 0 = none).
-    """
-
-    defocus_u_A: np.ndarray
-    defocus_v_A: np.ndarray
-    defocus_angle_deg: np.ndarray
-    voltage_kV: np.ndarray
-    cs_mm: np.ndarray
-    amplitude_contrast: np.ndarray
-    phase_shift_deg: np.ndarray
-    b_factor_A2: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,14 +583,14 @@ def common_image_size_px(table: ParticleTable) -> int:
     return int(_common(table, image_size_px(table), IMAGE_SIZE, 0.0))
 
 
-def ctf_parameters(table: ParticleTable) -> CtfParameters:
-    """Per-particle CTF parameters with units (RELION definitions, see :class:`CtfParameters`).
+def ctf_parameters(table: ParticleTable) -> CTFParams:
+    """Per-particle CTF parameters with units (RELION definitions), each field an (N,) array.
 
     Required: rlnDefocusU, rlnDefocusV, rlnDefocusAngle, rlnVoltage, rlnSphericalAberration,
     rlnAmplitudeContrast (InputError naming the first missing one). Optional, as in RELION:
     rlnPhaseShift (default 0°) and rlnCtfBfactor (default 0 Å²).
     """
-    return CtfParameters(
+    return CTFParams(
         defocus_u_A=_numeric_column(table, DEFOCUS_U),
         defocus_v_A=_numeric_column(table, DEFOCUS_V),
         defocus_angle_deg=_numeric_column(table, DEFOCUS_ANGLE),
@@ -616,7 +598,7 @@ def ctf_parameters(table: ParticleTable) -> CtfParameters:
         cs_mm=_numeric_column(table, CS),
         amplitude_contrast=_numeric_column(table, AMPLITUDE_CONTRAST),
         phase_shift_deg=_numeric_column(table, PHASE_SHIFT, default=0.0),
-        b_factor_A2=_numeric_column(table, CTF_BFACTOR, default=0.0),
+        bfactor_A2=_numeric_column(table, CTF_BFACTOR, default=0.0),
     )
 
 
