@@ -9,8 +9,13 @@ from deephemnma.ctf import CTFParams, ctf_rfft, electron_wavelength_A, phase_fli
 
 
 def _params(**kw):
-    base = dict(defocus_u_A=15000.0, defocus_v_A=15000.0, voltage_kV=300.0, cs_mm=2.7,
-                amplitude_contrast=0.07)
+    base = dict(
+        defocus_u_A=15000.0,
+        defocus_v_A=15000.0,
+        voltage_kV=300.0,
+        cs_mm=2.7,
+        amplitude_contrast=0.07,
+    )
     base.update(kw)
     return CTFParams(**base)
 
@@ -51,7 +56,9 @@ def test_astigmatism_defocus_u_along_the_angle():
     single_u = _params(defocus_u_A=20000.0, defocus_v_A=20000.0)
     single_v = _params(defocus_u_A=10000.0, defocus_v_A=10000.0)
     n, pix = 512, 1.0
-    ctf, cu, cv = (ctf_rfft(x, n, pix, dtype=torch.float64).numpy() for x in (p, single_u, single_v))
+    ctf, cu, cv = (
+        ctf_rfft(x, n, pix, dtype=torch.float64).numpy() for x in (p, single_u, single_v)
+    )
     ky = np.fft.fftfreq(n)[:, None] * np.ones((1, n // 2 + 1))
     kx = np.fft.rfftfreq(n)[None, :] * np.ones((n, 1))
     theta = np.degrees(np.arctan2(ky, kx))
@@ -62,8 +69,11 @@ def test_astigmatism_defocus_u_along_the_angle():
 
 
 def test_batched_parameters_and_bfactor_envelope():
-    p = _params(defocus_u_A=torch.tensor([10000.0, 20000.0]),
-                defocus_v_A=torch.tensor([10000.0, 20000.0]), bfactor_A2=torch.tensor([0.0, 100.0]))
+    p = _params(
+        defocus_u_A=torch.tensor([10000.0, 20000.0]),
+        defocus_v_A=torch.tensor([10000.0, 20000.0]),
+        bfactor_A2=torch.tensor([0.0, 100.0]),
+    )
     ctf = ctf_rfft(p, 64, 1.0)
     assert ctf.shape == (2, 64, 33)
     assert float(ctf[1].abs().max()) <= 1.0

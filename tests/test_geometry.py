@@ -49,15 +49,19 @@ def test_quaternion_matches_scipy_active_rotation(dtype):
     sign = np.sign((got * expected).sum(1, keepdims=True))
     np.testing.assert_allclose(got * sign, expected, atol=tol)
     assert (got[:, 0] >= -tol).all()
-    np.testing.assert_allclose(g.quaternion_to_matrix(torch.as_tensor(expected)).numpy(),
-                               rot.as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(
+        g.quaternion_to_matrix(torch.as_tensor(expected)).numpy(), rot.as_matrix(), atol=1e-12
+    )
 
 
 def test_quaternion_to_euler_round_trip():
     angles = torch.as_tensor(_angles(), dtype=torch.float64)
     q = g.euler_to_quaternion(angles)
-    np.testing.assert_allclose(g.euler_to_matrix(g.quaternion_to_euler(q)).numpy(),
-                               g.euler_to_matrix(angles).numpy(), atol=1e-10)
+    np.testing.assert_allclose(
+        g.euler_to_matrix(g.quaternion_to_euler(q)).numpy(),
+        g.euler_to_matrix(angles).numpy(),
+        atol=1e-10,
+    )
 
 
 def test_angular_error_and_geodesic_against_scipy():
@@ -69,12 +73,18 @@ def test_angular_error_and_geodesic_against_scipy():
     ra = Rotation.from_euler("ZYZ", a, degrees=True)
     rb = Rotation.from_euler("ZYZ", b, degrees=True)
     # Geodesic: magnitude of the relative rotation.
-    np.testing.assert_allclose(g.geodesic_distance_deg(ma, mb).numpy(),
-                               np.degrees((ra * rb.inv()).magnitude()), atol=1e-6)
+    np.testing.assert_allclose(
+        g.geodesic_distance_deg(ma, mb).numpy(), np.degrees((ra * rb.inv()).magnitude()), atol=1e-6
+    )
     # Axis error: angle between each coordinate axis rotated by each active rotation.
     axes = np.eye(3)
-    expected = np.mean([np.degrees(np.arccos(np.clip(
-        np.einsum("nd,nd->n", ra.apply(e), rb.apply(e)), -1, 1))) for e in axes], axis=0)
+    expected = np.mean(
+        [
+            np.degrees(np.arccos(np.clip(np.einsum("nd,nd->n", ra.apply(e), rb.apply(e)), -1, 1)))
+            for e in axes
+        ],
+        axis=0,
+    )
     np.testing.assert_allclose(g.angular_error_deg(ma, mb).numpy(), expected, atol=1e-6)
     assert float(g.angular_error_deg(ma, ma).max()) < 1e-3
 

@@ -25,8 +25,7 @@ def _toy_structure(n=40, seed=0, spread_A=6.0) -> Structure:
     coords[:5] += [9.0, 3.0, -2.0]
     element = np.array(["C", "N", "O", "S"] * n)[:n]
     names = np.array(["X"] * n)
-    return Structure(coords, element, names, names, np.arange(n), np.array(["A"] * n),
-                     np.zeros(n))
+    return Structure(coords, element, names, names, np.arange(n), np.array(["A"] * n), np.zeros(n))
 
 
 def _ncc(a, b):
@@ -40,15 +39,22 @@ def _centroid(image):
 
 
 def test_single_atom_lands_where_conventions_say():
-    s = Structure(np.array([[3.1, -2.2, 7.0]]), np.array(["C"]), *[np.array(["X"])] * 2,
-                  np.array([1]), np.array(["A"]), np.zeros(1))
+    s = Structure(
+        np.array([[3.1, -2.2, 7.0]]),
+        np.array(["C"]),
+        *[np.array(["X"])] * 2,
+        np.array([1]),
+        np.array(["A"]),
+        np.zeros(1),
+    )
     # Blurred so every Gaussian spans pixels: the centroid of pixel integrals is then the
     # true centroid (a Gaussian narrower than a pixel puts its mass on the nearest pixel).
     model = atom_model(s, bfactor_A2=50.0, dtype=torch.float64)
     size, pix = 64, 0.5
     image = render_images(model, torch.eye(3, dtype=torch.float64)[None], size, pix)[0].numpy()
-    np.testing.assert_allclose(_centroid(image), [size // 2 + 3.1 / pix, size // 2 - 2.2 / pix],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        _centroid(image), [size // 2 + 3.1 / pix, size // 2 - 2.2 / pix], atol=1e-6
+    )
 
 
 def test_pixel_integral_matches_supersampled_point_sampling():
@@ -65,7 +71,9 @@ def test_pixel_integral_matches_supersampled_point_sampling():
     a, sig = model.weight.numpy(), model.sigma_A.numpy()
     for (x, y, _), aa, ss in zip(s.coords_A, a, sig, strict=True):
         for ai, si in zip(aa, ss, strict=True):
-            fine += ai / (2 * np.pi * si**2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * si**2))
+            fine += (
+                ai / (2 * np.pi * si**2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * si**2))
+            )
     block = fine.reshape(size, sup, size, sup).mean((1, 3))
     # Narrow Gaussians (σ ≈ 0.04 Å) are undersampled even at 16× so compare total and shape.
     assert abs(coarse.sum() / block.sum() - 1) < 5e-3
@@ -77,8 +85,9 @@ def test_projection_convention_equals_model_rotated_by_transposed_scipy(angles):
     s = _toy_structure()
     model = atom_model(s, dtype=torch.float64)
     size, pix = 64, 0.6
-    via_angles = render_images(model, euler_to_matrix(torch.tensor([angles], dtype=torch.float64)),
-                               size, pix)[0]
+    via_angles = render_images(
+        model, euler_to_matrix(torch.tensor([angles], dtype=torch.float64)), size, pix
+    )[0]
     a = Rotation.from_euler("ZYZ", angles, degrees=True).as_matrix().T
     rotated = AtomModel(torch.as_tensor(s.coords_A @ a.T), model.weight, model.sigma_A)
     at_zero = render_images(rotated, torch.eye(3, dtype=torch.float64)[None], size, pix)[0]
@@ -93,8 +102,9 @@ def test_star_origin_moves_particle_by_minus_shift():
     shift = torch.tensor([[2.3, -1.7]], dtype=torch.float64)  # rlnOriginX/YAngst
     base = render_images(model, eye, size, pix)[0].numpy()
     moved = render_images(model, eye, size, pix, shift_A=shift)[0].numpy()
-    np.testing.assert_allclose(_centroid(moved) - _centroid(base), -shift[0].numpy() / pix,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        _centroid(moved) - _centroid(base), -shift[0].numpy() / pix, atol=1e-6
+    )
 
 
 def test_projection_equals_z_sum_of_peng_map():
@@ -113,8 +123,14 @@ def test_projection_equals_z_sum_of_peng_map():
 
 
 def test_map_axes_follow_zyx_convention():
-    s = Structure(np.array([[2.1, -3.3, 4.2]]), np.array(["O"]), *[np.array(["X"])] * 2,
-                  np.array([1]), np.array(["A"]), np.zeros(1))
+    s = Structure(
+        np.array([[2.1, -3.3, 4.2]]),
+        np.array(["O"]),
+        *[np.array(["X"])] * 2,
+        np.array([1]),
+        np.array(["A"]),
+        np.zeros(1),
+    )
     model = atom_model(s, bfactor_A2=50.0, dtype=torch.float64)
     volume = density_map(model.coords_A, model.weight, model.sigma_A, 48, 0.5).numpy()
     z, y, x = np.indices(volume.shape)
@@ -126,8 +142,9 @@ def test_deform_adds_amplitude_weighted_modes():
     coords = torch.randn(10, 3, dtype=torch.float64)
     modes = torch.randn(2, 10, 3, dtype=torch.float64)
     q = torch.tensor([[1.5, -2.0]], dtype=torch.float64)
-    np.testing.assert_allclose(deform(coords, modes, q)[0].numpy(),
-                               (coords + 1.5 * modes[0] - 2.0 * modes[1]).numpy())
+    np.testing.assert_allclose(
+        deform(coords, modes, q)[0].numpy(), (coords + 1.5 * modes[0] - 2.0 * modes[1]).numpy()
+    )
 
 
 def test_gradients_match_finite_differences():
@@ -142,9 +159,11 @@ def test_gradients_match_finite_differences():
     def f(amplitudes, angles, shift):
         return render_images(model, euler_to_matrix(angles), 16, 1.0, amplitudes, shift)
 
-    inputs = (torch.tensor([[0.7, -0.4]], dtype=torch.float64, requires_grad=True),
-              torch.tensor([[20.0, 50.0, 80.0]], dtype=torch.float64, requires_grad=True),
-              torch.tensor([[0.3, -0.2]], dtype=torch.float64, requires_grad=True))
+    inputs = (
+        torch.tensor([[0.7, -0.4]], dtype=torch.float64, requires_grad=True),
+        torch.tensor([[20.0, 50.0, 80.0]], dtype=torch.float64, requires_grad=True),
+        torch.tensor([[0.3, -0.2]], dtype=torch.float64, requires_grad=True),
+    )
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6)
 
 

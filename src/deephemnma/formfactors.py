@@ -26,9 +26,23 @@ PENG_1996: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "K": ((0.2149, 0.8703, 2.4999, 2.3591, 3.0318), (0.1660, 1.6906, 8.7447, 46.7825, 165.6923)),
 }
 
-_MASS = {"H": 1.008, "C": 12.011, "N": 14.007, "O": 15.999, "S": 32.06, "P": 30.974,
-         "NA": 22.990, "MG": 24.305, "CL": 35.45, "K": 39.098, "CA": 40.078, "FE": 55.845,
-         "ZN": 65.38, "MN": 54.938, "SE": 78.971}
+_MASS = {
+    "H": 1.008,
+    "C": 12.011,
+    "N": 14.007,
+    "O": 15.999,
+    "S": 32.06,
+    "P": 30.974,
+    "NA": 22.990,
+    "MG": 24.305,
+    "CL": 35.45,
+    "K": 39.098,
+    "CA": 40.078,
+    "FE": 55.845,
+    "ZN": 65.38,
+    "MN": 54.938,
+    "SE": 78.971,
+}
 
 
 def atomic_mass(element: np.ndarray) -> np.ndarray:
@@ -36,7 +50,9 @@ def atomic_mass(element: np.ndarray) -> np.ndarray:
     return np.array([_MASS.get(str(e).upper(), _MASS["C"]) for e in element], dtype=np.float64)
 
 
-def peng_parameters(element: np.ndarray, source: str = "structure") -> tuple[np.ndarray, np.ndarray]:
+def peng_parameters(
+    element: np.ndarray, source: str = "structure"
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-atom Peng parameters ``(a, b_A2)``, each (N, 5) float64.
 
     Raises :class:`InputError` naming the unknown elements, so a user can remove them or

@@ -98,8 +98,16 @@ def matrix_to_quaternion(rotation: torch.Tensor) -> torch.Tensor:
     four_sq = torch.stack(
         [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
     )
-    d21, d02, d10 = m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]
-    s21, s02, s10 = m[..., 2, 1] + m[..., 1, 2], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 0] + m[..., 0, 1]
+    d21, d02, d10 = (
+        m[..., 2, 1] - m[..., 1, 2],
+        m[..., 0, 2] - m[..., 2, 0],
+        m[..., 1, 0] - m[..., 0, 1],
+    )
+    s21, s02, s10 = (
+        m[..., 2, 1] + m[..., 1, 2],
+        m[..., 0, 2] + m[..., 2, 0],
+        m[..., 1, 0] + m[..., 0, 1],
+    )
     candidates = torch.stack(
         [
             torch.stack([four_sq[..., 0], d21, d02, d10], -1),
@@ -181,5 +189,3 @@ def random_euler_uniform(
     tilt = torch.rad2deg(torch.arccos(1 - 2 * u[:, 1]))
     psi = u[:, 2] * 360.0
     return torch.stack([rot, tilt, psi], -1)
-
-

@@ -48,7 +48,9 @@ class AtomModel:
         def move(t):
             return None if t is None else t.to(device=device, dtype=dtype)
 
-        return AtomModel(move(self.coords_A), move(self.weight), move(self.sigma_A), move(self.modes))
+        return AtomModel(
+            move(self.coords_A), move(self.weight), move(self.sigma_A), move(self.modes)
+        )
 
 
 def atom_model(

@@ -1,0 +1,1 @@
+"""Command-line interface: one small Typer module per command, thin over library functions."""

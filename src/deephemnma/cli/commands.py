@@ -1,0 +1,8 @@
+"""Imports every command module so each registers itself on the app."""
+
+from deephemnma.cli import (  # noqa: F401
+    demo,
+    nma,
+    preprocess,
+    simulate,
+)

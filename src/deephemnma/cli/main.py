@@ -1,0 +1,72 @@
+"""The ``deephemnma`` command: registers each subcommand and turns input errors into clear
+messages with a non-zero exit code instead of tracebacks."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from deephemnma import __version__
+from deephemnma.errors import InputError
+
+app = typer.Typer(
+    name="deephemnma",
+    help=(
+        "Continuous conformational heterogeneity from cryo-EM particle images (DeepHEMNMA). "
+        "Lengths are in ångström (Å), angles in degrees, defocus positive for underfocus "
+        "(RELION)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"deephemnma {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """deephemnma: normal modes, HEMNMA alignment, deep learning, conformational space."""
+
+
+def _register() -> None:
+    # Each command lives in its own module; importing registers it on ``app``.
+    from deephemnma.cli import commands  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI; report :class:`InputError` without a traceback (exit 2)."""
+    _register()
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except InputError as exc:
+        _err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        return 130
+    except Exception as exc:
+        # Usage errors (unknown option, bad value) are click exceptions; typer vendors its
+        # own click, so recognize them by their interface rather than by class.
+        if callable(getattr(exc, "show", None)) and isinstance(
+            getattr(exc, "exit_code", None), int
+        ):
+            exc.show()
+            return exc.exit_code
+        raise
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,54 @@
+"""The command line: version, help with units, clean errors without tracebacks."""
+
+import subprocess
+import sys
+
+import pytest
+
+from deephemnma import __version__
+from deephemnma.cli.main import main
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command,units",
+    [
+        ("simulate", ["Å", "kV", "mm", "°", "pixels"]),
+        ("preprocess", ["pixels", "Å"]),
+        ("nma", ["Å"]),
+    ],
+)
+def test_help_states_units(capsys, command, units):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    for unit in units:
+        assert unit in text, (command, unit)
+
+
+def test_input_error_is_reported_without_traceback(tmp_path):
+    missing = tmp_path / "missing.star"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deephemnma",
+            "preprocess",
+            str(missing),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "missing.star" in result.stderr
+    assert not (tmp_path / "out" / "particles.star").exists()
+
+
+def test_unknown_option_is_a_usage_error():
+    assert main(["simulate", "--no-such-option"]) == 2
