@@ -15,8 +15,9 @@ _out = Console()
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Output folder."),
-    n_images: int = typer.Option(64, "--n-images", "-n", help="Particles to simulate "
-                                 "(256² at 0.325 Å, paper-ak)."),
+    n_images: int = typer.Option(
+        64, "--n-images", "-n", help="Particles to simulate (256² at 0.325 Å, paper-ak)."
+    ),
     seed: int = typer.Option(0, help="Random seed."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
