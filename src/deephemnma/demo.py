@@ -43,14 +43,10 @@ def montage(
 ) -> Path:
     """Rows of particles: projection, with CTF, noisy, phase-flipped 128², with their
     ground-truth conformation and pose."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from deephemnma.geometry import euler_to_matrix
     from deephemnma.io.mrc import ParticleImages
     from deephemnma.io.star import read_particles
+    from deephemnma.plotting import plt, save_figure
     from deephemnma.project import atom_model, render_images
 
     table = read_particles(preprocessed_star)
@@ -101,9 +97,4 @@ def montage(
         axes[i, -1].text(0.0, 0.5, text, fontsize=8, va="center", family="monospace")
     fig.suptitle("paper-ak particles and their ground truth", fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=90)

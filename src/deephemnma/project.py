@@ -75,6 +75,43 @@ def atom_model(
     )
 
 
+def merge_narrow_gaussians(
+    model: AtomModel, pixel_size_A: float, fraction: float = 0.5
+) -> AtomModel:
+    """The same model with each atom's Gaussians narrower than ``fraction × pixel_size_A``
+    merged into one of equal weight and weight-averaged variance.
+
+    After integration over a pixel, Gaussians much narrower than the pixel are
+    indistinguishable from their moment-matched merge, so images barely change (NCC > 0.9999
+    with the default) while the work per atom shrinks: at 0.65 Å pixels a carbon keeps 3 of
+    its 5 Gaussians, at 1.3 Å 2, at 2.6 Å 1. Every atom keeps the same number of terms
+    (unused ones get weight 0) so the model stays a dense tensor.
+    """
+    narrow = model.sigma_A < fraction * pixel_size_A  # (N, G)
+    weight = model.weight
+    merged_w = (weight * narrow).sum(-1, keepdim=True)
+    merged_var = (weight * narrow * model.sigma_A**2).sum(-1, keepdim=True)
+    merged_sigma = torch.sqrt(merged_var / merged_w.clamp_min(1e-30))
+    # Broad terms keep their place; the merged term takes the first narrow slot.
+    n_broad = int((~narrow).sum(-1).max())
+    order = torch.argsort(narrow.to(torch.int8), dim=-1, stable=True)  # broad first
+    broad_w = torch.gather(weight * ~narrow, -1, order)[:, :n_broad]
+    broad_sigma = torch.gather(model.sigma_A, -1, order)[:, :n_broad]
+    new_w = torch.cat([merged_w, broad_w], -1)
+    new_sigma = torch.cat(
+        [
+            torch.where(
+                merged_w > 0,
+                merged_sigma,
+                broad_sigma[:, :1] if n_broad else torch.ones_like(merged_sigma),
+            ),
+            broad_sigma,
+        ],
+        -1,
+    )
+    return AtomModel(model.coords_A, new_w, new_sigma, model.modes)
+
+
 def deform(coords_A: torch.Tensor, modes: torch.Tensor | None, amplitudes: torch.Tensor | None):
     """``r + Σ_k q_k v_k``: coords (N, 3), modes (K, N, 3), amplitudes (..., K) → (..., N, 3)."""
     if modes is None or amplitudes is None or modes.shape[0] == 0:

@@ -1,6 +1,7 @@
 """Imports every command module so each registers itself on the app."""
 
 from deephemnma.cli import (  # noqa: F401
+    align,
     demo,
     nma,
     preprocess,

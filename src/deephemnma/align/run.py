@@ -1,0 +1,331 @@
+"""Stage 1 over a whole particle set: chunked, resumable, local or distributed (Dask).
+
+The particles are cut into chunks; each chunk's result is one small ``.npz`` written
+atomically under ``OUT/chunks``, so after a crash (or ``kill -9``) a rerun computes only the
+missing chunks. A chunk depends only on its images and the run's settings (no randomness;
+one thread per chunk), so a resumed or distributed run gives the same numbers as a
+single-process one. The projection library is built once and saved; workers memory-map it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deephemnma import __version__
+from deephemnma.align.stage1 import AlignConfig, align_images, make_library
+from deephemnma.errors import InputError
+from deephemnma.geometry import matrix_to_euler
+
+
+@dataclass(frozen=True)
+class AlignJob:
+    """Everything a worker needs to align one chunk (plain paths and values: picklable)."""
+
+    particles: str
+    modes: str
+    mode_numbers: tuple[int, ...]
+    reference: str
+    center: bool
+    library: str
+    config: AlignConfig
+    phase_flipped: bool
+    use_ctf: bool
+    threads: int = 1
+
+
+_CACHE: dict = {}
+
+
+def _cached(key, make):
+    if key not in _CACHE:
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def load_reference(reference: str, modes_path: str, mode_numbers, center: bool):
+    """Reference structure and the chosen modes, checked to describe the same atoms."""
+    from deephemnma.io.pdb import read_structure
+    from deephemnma.nma.modes import load_modes
+
+    modes = load_modes(modes_path).select(list(mode_numbers))
+    structure = read_structure(reference, selection="all")
+    if structure.n_atoms != modes.structure.n_atoms:
+        structure = read_structure(reference, selection="heavy")
+    if structure.n_atoms != modes.structure.n_atoms:
+        raise InputError(
+            "the modes were computed on a different set of atoms than the reference",
+            path=modes_path,
+            expected=f"{structure.n_atoms} atoms (the reference {reference})",
+            found=f"{modes.structure.n_atoms} atoms in the modes file",
+        )
+    if center:
+        structure = structure.centered()
+    return structure, modes
+
+
+def _model(job: AlignJob):
+    from deephemnma.project import atom_model
+
+    def make():
+        structure, modes = load_reference(job.reference, job.modes, job.mode_numbers, job.center)
+        return atom_model(structure, modes.vectors)
+
+    return _cached(("model", job.reference, job.modes, job.mode_numbers, job.center), make)
+
+
+def _table(path: str):
+    from deephemnma.io.mrc import ParticleImages
+    from deephemnma.io.star import read_particles
+
+    def make():
+        table = read_particles(path)
+        return table, ParticleImages(table)
+
+    return _cached(("table", path), make)
+
+
+def align_chunk(job: AlignJob, start: int, stop: int, out_path: str) -> str:
+    """Align particles ``start:stop`` and write ``out_path`` (.npz, atomic). Runs anywhere
+    the files are visible (a Dask worker, a subprocess, this process)."""
+    from deephemnma.io.atomic import atomic_path
+    from deephemnma.io.star import common_pixel_size_A, ctf_parameters
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        model = _model(job)
+        library = _cached(
+            ("library", job.library), lambda: torch.load(job.library, mmap=True, weights_only=False)
+        )
+        table, images = _table(job.particles)
+        pixel_size_A = common_pixel_size_A(table)
+        ctf = ctf_parameters(table) if job.use_ctf else None
+        poses = []
+        for lo in range(start, stop, job.config.batch_size):
+            idx = np.arange(lo, min(lo + job.config.batch_size, stop))
+            batch = torch.as_tensor(images.images(idx))
+            poses.append(
+                align_images(
+                    model,
+                    library,
+                    batch,
+                    pixel_size_A,
+                    None if ctf is None else ctf.index(idx),
+                    job.phase_flipped,
+                    job.config,
+                )
+            )
+        matrices = torch.cat([p.matrices for p in poses]).double()
+        result = {
+            "angles_deg": matrix_to_euler(matrices).numpy(),
+            "shifts_A": torch.cat([p.shifts_A for p in poses]).double().numpy(),
+            "score": torch.cat([p.score for p in poses]).double().numpy(),
+        }
+        if poses[0].amplitudes is not None:
+            result["amplitudes"] = torch.cat([p.amplitudes for p in poses]).double().numpy()
+    finally:
+        torch.set_num_threads(previous)
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **result)
+    return out_path
+
+
+def _chunk_complete(path: Path, n: int) -> bool:
+    try:
+        with np.load(path) as data:
+            return data["score"].shape == (n,)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def align_dataset(
+    particles: str | Path,
+    modes: str | Path,
+    reference: str | Path,
+    out_dir: str | Path,
+    mode_numbers: tuple[int, ...] | None = None,
+    config: AlignConfig = AlignConfig(),
+    chunk_size: int = 256,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    use_ctf: bool = True,
+    center: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Align every particle of a STAR file; returns ``OUT/particles.star``.
+
+    scheduler: address of a running Dask scheduler (``tcp://host:port``); None runs a local
+    Dask cluster with ``workers`` processes (default: all cores), or in this process when
+    ``workers == 1``.
+    """
+    from deephemnma.io.atomic import atomic_write_text
+    from deephemnma.io.star import common_image_size_px, common_pixel_size_A, read_particles
+    from deephemnma.nma.modes import load_modes
+
+    out = Path(out_dir)
+    (out / "chunks").mkdir(parents=True, exist_ok=True)
+    table = read_particles(particles)
+    phase_flipped = _phase_flipped(table)
+    if use_ctf:
+        _require_ctf(table, particles, phase_flipped)
+    if mode_numbers is None:
+        mode_numbers = tuple(int(m) for m in load_modes(modes).mode_numbers if m > 6)
+    structure, mode_set = load_reference(str(reference), str(modes), mode_numbers, center)
+    image_size = common_image_size_px(table)
+    pixel_size_A = common_pixel_size_A(table)
+
+    record = {
+        "deephemnma": __version__,
+        "particles": str(Path(particles).resolve()),
+        "modes": str(Path(modes).resolve()),
+        "reference": str(Path(reference).resolve()),
+        "mode_numbers": list(mode_numbers),
+        "config": asdict(config),
+        "chunk_size": chunk_size,
+        "use_ctf": use_ctf,
+        "center": center,
+    }
+    _claim(out / "config.json", record)
+
+    library_path = out / f"library_{config.search_size}.pt"
+    if not library_path.exists():
+        from deephemnma.io.atomic import atomic_path
+        from deephemnma.project import atom_model
+
+        model = atom_model(structure, mode_set.vectors)
+        library = make_library(model, image_size, pixel_size_A, config, progress=progress)
+        with atomic_path(library_path) as tmp:
+            torch.save(library, tmp)
+
+    job = AlignJob(
+        str(Path(particles).resolve()),
+        str(Path(modes).resolve()),
+        tuple(mode_numbers),
+        str(Path(reference).resolve()),
+        center,
+        str(library_path.resolve()),
+        config,
+        phase_flipped,
+        use_ctf,
+    )
+    n = len(table)
+    chunks = [(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
+    paths = [out / "chunks" / f"chunk_{k:05d}.npz" for k in range(len(chunks))]
+    todo = [(k, c) for k, c in enumerate(chunks) if not _chunk_complete(paths[k], c[1] - c[0])]
+    _run_chunks(job, todo, paths, chunks, scheduler, workers, progress)
+    star = _write_results(table, paths, mode_numbers, out / "particles.star")
+    atomic_write_text(out / "summary.json", json.dumps(_summary(star), indent=2))
+    return star
+
+
+def _run_chunks(job, todo, paths, chunks, scheduler, workers, progress) -> None:
+    from deephemnma.progress import progress_bar
+
+    total = sum(stop - start for start, stop in chunks)
+    done = total - sum(c[1] - c[0] for _, c in todo)
+    workers = workers or os.cpu_count() or 1
+    with progress_bar(total, "align", progress) as bar:
+        bar.advance(done)
+        if scheduler is None and workers == 1:
+            for k, (start, stop) in todo:
+                align_chunk(job, start, stop, str(paths[k]))
+                bar.advance(stop - start)
+            return
+        from dask.distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        if scheduler is None:
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+        client = Client(scheduler if scheduler is not None else cluster)
+        try:
+            futures = {
+                client.submit(align_chunk, job, start, stop, str(paths[k]), pure=False): stop
+                - start
+                for k, (start, stop) in todo
+            }
+            for future in as_completed(futures):
+                future.result()
+                bar.advance(futures[future])
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _phase_flipped(table) -> bool:
+    optics = table.optics
+    if "rlnCtfDataArePhaseFlipped" not in optics:
+        return False
+    return bool(int(optics["rlnCtfDataArePhaseFlipped"].iloc[0]))
+
+
+def _require_ctf(table, path, phase_flipped: bool) -> None:
+    from deephemnma.io.star import ctf_parameters
+
+    try:
+        ctf_parameters(table)
+    except InputError as exc:
+        kind = "phase-flipped" if phase_flipped else "raw (not phase-flipped)"
+        raise InputError(
+            f"{kind} particles need CTF parameters to be aligned; {exc.message}; "
+            "pass --no-ctf to align without a CTF",
+            path=path,
+            field=exc.field,
+            expected=exc.expected,
+            found=exc.found,
+        ) from None
+
+
+def _claim(path: Path, record: dict) -> None:
+    from deephemnma.io.atomic import atomic_write_text
+
+    record = json.loads(json.dumps(record))  # tuples become lists, as in the file
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != record:
+            raise InputError(
+                "output folder holds an alignment with different settings; "
+                "choose another folder or delete it",
+                path=path.parent,
+            )
+        return
+    atomic_write_text(path, json.dumps(record, indent=2))
+
+
+def _write_results(table, paths, mode_numbers, star_path: Path) -> Path:
+    from deephemnma.io.star import with_amplitudes, with_columns, with_poses, write_particles
+
+    parts = [dict(np.load(p)) for p in paths]
+    angles = np.concatenate([p["angles_deg"] for p in parts])
+    shifts = np.concatenate([p["shifts_A"] for p in parts])
+    result = with_poses(table, angles_deg=angles, shifts_A=shifts)
+    if "amplitudes" in parts[0]:
+        amps = np.concatenate([p["amplitudes"] for p in parts])
+        result = with_amplitudes(result, list(mode_numbers), amps)
+    result = with_columns(result, {"deephemnmaScore": np.concatenate([p["score"] for p in parts])})
+    write_particles(star_path, result)
+    return star_path
+
+
+def _summary(star_path: Path) -> dict:
+    from deephemnma.io.star import amplitudes, read_particles
+
+    table = read_particles(star_path)
+    numbers, amps = amplitudes(table)
+    score = table.particles["deephemnmaScore"].to_numpy()
+    return {
+        "particles": len(table),
+        "score_mean": float(score.mean()),
+        "score_median": float(np.median(score)),
+        "amplitude_mean": {int(m): float(v) for m, v in zip(numbers, amps.mean(0), strict=True)},
+        "amplitude_std": {int(m): float(v) for m, v in zip(numbers, amps.std(0), strict=True)},
+    }

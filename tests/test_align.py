@@ -1,0 +1,238 @@
+"""Stage 1 alignment: recovery from a cold start, resumability, Dask equals one process,
+gradients of the similarity, bad input, and the outlier filter."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deephemnma.align.filter import keep_mask, mahalanobis_distances
+from deephemnma.align.run import align_dataset
+from deephemnma.align.search import rotate_images
+from deephemnma.align.similarity import Level, ncc, render_filtered, rodrigues
+from deephemnma.align.stage1 import AlignConfig
+from deephemnma.cli.main import main
+from deephemnma.errors import InputError
+from deephemnma.geometry import angular_error_deg, euler_to_matrix
+from deephemnma.io.star import amplitudes, angles_deg, read_particles, shifts_A
+from deephemnma.project import atom_model, render_images
+
+FAST = AlignConfig(
+    sizes=(32, 64),
+    steps=(30, 60),
+    lrs=(0.3, 0.1),
+    library_spacing_deg=15.0,
+    candidates=4,
+    max_shift_A=3.0,
+)
+
+
+@pytest.fixture(scope="module")
+def noise_free(tmp_path_factory):
+    """Six noise-free, phase-flipped 64² particles at 1.3 Å with known parameters."""
+    folder = tmp_path_factory.mktemp("align")
+    assert (
+        main(
+            [
+                "simulate",
+                "-n",
+                "6",
+                "--image-size",
+                "64",
+                "--pixel-size",
+                "1.3",
+                "--snr",
+                "inf",
+                "--max-shift",
+                "2",
+                "--seed",
+                "5",
+                "-o",
+                str(folder / "sim"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "preprocess",
+                str(folder / "sim" / "particles.star"),
+                "-o",
+                str(folder / "pre"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    return folder
+
+
+def _align(folder: Path, out: str, **kw) -> Path:
+    return align_dataset(
+        folder / "pre" / "particles.star",
+        folder / "sim" / "modes.npz",
+        folder / "sim" / "reference.pdb",
+        folder / out,
+        config=FAST,
+        chunk_size=3,
+        progress=False,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def aligned(noise_free):
+    return _align(noise_free, "single", workers=1)
+
+
+def test_cold_start_recovers_the_truth_on_noise_free_images(noise_free, aligned):
+    estimate = read_particles(aligned)
+    truth = read_particles(noise_free / "sim" / "particles.star")
+    errors = angular_error_deg(
+        euler_to_matrix(torch.as_tensor(angles_deg(estimate))),
+        euler_to_matrix(torch.as_tensor(angles_deg(truth))),
+    )
+    assert float(errors.max()) < 0.5, errors
+    amp_error = np.abs(amplitudes(estimate)[1] - amplitudes(truth)[1])
+    assert amp_error.max() < 3.0 and amp_error.mean() < 2.0, amp_error
+    assert np.abs(shifts_A(estimate) - shifts_A(truth)).max() < 0.1
+    assert (estimate.particles["deephemnmaScore"] > 0.95).all()
+    assert (noise_free / "single" / "summary.json").exists()
+
+
+def test_resume_after_interruption_gives_identical_output(noise_free, aligned):
+    chunk = noise_free / "single" / "chunks" / "chunk_00001.npz"
+    chunk.unlink()
+    again = _align(noise_free, "single", workers=1)
+    assert again.read_text() == aligned.read_text()
+
+
+@pytest.mark.slow
+def test_dask_two_workers_equal_single_process(noise_free, aligned):
+    distributed = _align(noise_free, "dask", workers=2)
+    a, b = read_particles(aligned).particles, read_particles(distributed).particles
+    columns = [c for c in a.columns if c != "rlnImageName"]
+    np.testing.assert_array_equal(a[columns].to_numpy(), b[columns].to_numpy())
+
+
+def test_similarity_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    n = 12
+    coords = torch.as_tensor(rng.normal(0, 4, (n, 3)))
+    modes = torch.as_tensor(rng.normal(size=(2, n, 3)))
+    modes = modes / modes.flatten(1).norm(dim=1)[:, None, None]
+    from deephemnma.project import AtomModel
+
+    model = AtomModel(
+        coords,
+        torch.ones(n, 1, dtype=torch.float64),
+        torch.full((n, 1), 1.2, dtype=torch.float64),
+        modes,
+    )
+    level = Level(24, 1.0)
+    a0 = euler_to_matrix(torch.tensor([[10.0, 40.0, 70.0]], dtype=torch.float64))
+    target = render_images(model, a0, 24, 1.0, torch.tensor([[3.0, -2.0]], dtype=torch.float64))
+    filt = torch.rand(1, 24, 13, dtype=torch.float64) + 0.2
+
+    def similarity(q, omega, shift):
+        matrices = rodrigues(omega) @ a0
+        return ncc(render_filtered(model, matrices, q, shift, level, filt), target)
+
+    inputs = (
+        torch.tensor([[1.0, 0.5]], dtype=torch.float64, requires_grad=True),
+        torch.tensor([[0.02, -0.01, 0.03]], dtype=torch.float64, requires_grad=True),
+        torch.tensor([[0.2, -0.1]], dtype=torch.float64, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(similarity, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_rodrigues_is_a_rotation_and_smooth_at_zero():
+    omega = torch.tensor(
+        [[0.0, 0.0, 0.0], [0.3, -0.2, 0.1]], dtype=torch.float64, requires_grad=True
+    )
+    r = rodrigues(omega)
+    np.testing.assert_allclose(
+        (r @ r.transpose(1, 2)).detach().numpy(), np.eye(3)[None].repeat(2, 0), atol=1e-12
+    )
+    r.sum().backward()
+    assert torch.isfinite(omega.grad).all()
+
+
+def test_library_in_plane_rotation_matches_rendering_at_psi():
+    from deephemnma.io.pdb import package_data_path, read_structure
+
+    model = atom_model(read_structure(package_data_path("4ake_A.pdb")).centered(), bfactor_A2=30.0)
+    angles = torch.tensor([[30.0, 60.0, 0.0]])
+    base = render_images(model, euler_to_matrix(angles), 32, 2.6)
+    rotated = rotate_images(base, torch.tensor([40.0, 200.0]))[0]
+    for k, psi in enumerate((40.0, 200.0)):
+        direct = render_images(model, euler_to_matrix(torch.tensor([[30.0, 60.0, psi]])), 32, 2.6)
+        assert float(ncc(rotated[k], direct[0])) > 0.98
+
+
+def test_raw_particles_without_ctf_need_no_ctf(tmp_path, noise_free):
+    from deephemnma.io.star import read_particles as rp
+    from deephemnma.io.star import write_particles
+
+    table = rp(noise_free / "sim" / "particles.star")
+    stripped = table.particles.drop(columns=["rlnDefocusU"])
+    from deephemnma.io.star import ParticleTable
+
+    path = noise_free / "sim" / "no_ctf.star"
+    write_particles(path, ParticleTable(table.optics, stripped))
+    with pytest.raises(InputError, match="--no-ctf"):
+        align_dataset(
+            path,
+            noise_free / "sim" / "modes.npz",
+            noise_free / "sim" / "reference.pdb",
+            tmp_path / "x",
+            config=FAST,
+            workers=1,
+            progress=False,
+        )
+
+
+def test_modes_of_another_atom_set_are_refused(tmp_path, noise_free):
+    from deephemnma.io.pdb import read_structure, write_structure
+
+    structure = read_structure(noise_free / "sim" / "reference.pdb")
+    write_structure(tmp_path / "ca.pdb", structure.select(structure.atom_name == "CA"))
+    code = main(
+        [
+            "align",
+            "--particles",
+            str(noise_free / "pre" / "particles.star"),
+            "--modes",
+            str(noise_free / "sim" / "modes.npz"),
+            "--reference",
+            str(tmp_path / "ca.pdb"),
+            "-o",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "--quiet",
+        ]
+    )
+    assert code == 2
+
+
+def test_mahalanobis_filter_keeps_the_expected_fraction(tmp_path):
+    rng = np.random.default_rng(1)
+    values = rng.multivariate_normal([0, 10, -5], [[4, 1, 0], [1, 9, 2], [0, 2, 16]], 20000)
+    distances = mahalanobis_distances(values)
+    # For 3D Gaussian data, P(d ≤ 3.2) = chi2(3).cdf(3.2²) ≈ 0.9828.
+    from scipy.stats import chi2
+
+    kept = keep_mask(values, None, 3.2, None).mean()
+    assert abs(kept - chi2(3).cdf(3.2**2)) < 0.005
+    assert distances.shape == (20000,)
+
+
+def test_filter_command_writes_the_kept_subset(tmp_path, noise_free, aligned):
+    out = tmp_path / "kept.star"
+    assert main(["filter", str(aligned), "--min-score", "0.0", "-o", str(out)]) == 0
+    assert len(read_particles(out)) == 6 and out.with_suffix(".png").exists()
+    assert main(["filter", str(aligned), "-o", str(out)]) == 2
