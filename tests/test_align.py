@@ -20,8 +20,8 @@ from deephemnma.project import atom_model, render_images
 
 FAST = AlignConfig(
     sizes=(32, 64),
-    steps=(30, 60),
-    lrs=(0.3, 0.1),
+    steps=(15, 50),
+    lrs=(1.0, 0.3),
     library_spacing_deg=15.0,
     candidates=4,
     max_shift_A=3.0,
