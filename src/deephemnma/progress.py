@@ -44,3 +44,20 @@ def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator
     )
     with Progress(*columns, transient=False) as progress:
         yield _Bar(progress, progress.add_task(description, total=total))
+
+
+class StatusLog:
+    """One status line at a time on stderr, tagged ``[prefix]``; silent when disabled.
+    For long steps that have stages rather than a count (fitting levels, rounds)."""
+
+    def __init__(self, prefix: str, enabled: bool = True) -> None:
+        self._prefix = prefix
+        self._console = None
+        if enabled:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False)
+
+    def line(self, text: str) -> None:
+        if self._console is not None:
+            self._console.print(f"[dim]\\[{self._prefix}][/dim] {text}")

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from deephemnma.errors import InputError
+from deephemnma.progress import StatusLog
 from deephemnma.project import density_map, window_half_width_px
 from deephemnma.structure import Structure
 
@@ -356,7 +357,7 @@ def map_to_pseudoatoms(
             expected=f"a threshold below the map maximum {float(volume.max()):.4g}",
             found=f"{threshold:.4g}",
         )
-    log = _Log(progress)
+    log = StatusLog("pseudoatoms", progress)
 
     # Work in a cube around the mask, margin = the Gaussians' reach.
     margin = window_half_width_px(torch.tensor(sigma_A), voxel_size_A)
@@ -563,18 +564,3 @@ def _refine(coords, log_w, render, target, norm, iterations):
 
     optimizer.step(closure)
     return coords.detach(), log_w.detach()
-
-
-class _Log:
-    """One status line per round on stderr (rich); silent when disabled."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._console = None
-        if enabled:
-            from rich.console import Console
-
-            self._console = Console(stderr=True, highlight=False)
-
-    def line(self, text: str) -> None:
-        if self._console is not None:
-            self._console.print(f"[dim]\\[pseudoatoms][/dim] {text}")

@@ -139,37 +139,27 @@ def refine(
     steps: int,
     lr: float,
 ) -> Pose:
-    """Adam on −NCC for ``steps`` iterations (cosine-decayed rate) from ``start``."""
+    """Adam on −NCC for ``steps`` iterations (cosine-decayed rate) from ``start``; the best
+    state seen is kept for every row."""
     n_modes = 0 if start.amplitudes is None else start.amplitudes.shape[1]
-    dtype = images.dtype
-    batch = images.shape[0]
-    x = torch.zeros(batch, n_modes + 5, dtype=dtype, requires_grad=True)
-    if n_modes:
-        with torch.no_grad():
-            x[:, :n_modes] = start.amplitudes / AMPLITUDE_UNIT
-    with torch.no_grad():
-        x[:, n_modes + 3 :] = start.shifts_A / SHIFT_UNIT_A
+    loss_fn, pose_of = _objective(model, images, data_filter, start, level, n_modes)
+    x = _start_vector(start, n_modes, images.dtype).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
     best_x = x.detach().clone()
-    best = torch.full((batch,), -2.0, dtype=dtype)
+    best = torch.full((x.shape[0],), 2.0, dtype=images.dtype)
     for step in range(steps + 1):
-        amplitudes = x[:, :n_modes] * AMPLITUDE_UNIT if n_modes else None
-        matrices = rodrigues(x[:, n_modes : n_modes + 3] * ROTATION_UNIT_RAD) @ start.matrices
-        shifts = x[:, n_modes + 3 :] * SHIFT_UNIT_A
-        rendered = render_filtered(model, matrices, amplitudes, shifts, level, data_filter)
-        score = ncc(rendered, images)
+        loss = loss_fn(x)
         with torch.no_grad():
-            improved = score > best
-            best = torch.where(improved, score, best)
+            improved = loss < best
+            best = torch.where(improved, loss, best)
             best_x[improved] = x.detach()[improved]
         if step == steps:
             break
         for group in optimizer.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         optimizer.zero_grad(set_to_none=True)
-        (-score.sum()).backward()
+        loss.sum().backward()
         optimizer.step()
     with torch.no_grad():
-        amplitudes = best_x[:, :n_modes] * AMPLITUDE_UNIT if n_modes else None
-        matrices = rodrigues(best_x[:, n_modes : n_modes + 3] * ROTATION_UNIT_RAD) @ start.matrices
-        return Pose(matrices, amplitudes, best_x[:, n_modes + 3 :] * SHIFT_UNIT_A, best)
+        matrices, amplitudes, shifts = pose_of(best_x)
+    return Pose(matrices, amplitudes, shifts, -best)

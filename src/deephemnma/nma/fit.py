@@ -45,6 +45,7 @@ from deephemnma.errors import InputError
 from deephemnma.geometry import matrix_to_euler
 from deephemnma.nma.modes import N_RIGID, Modes
 from deephemnma.nma.network import is_pseudoatomic
+from deephemnma.progress import StatusLog
 from deephemnma.pseudoatoms import (
     auto_threshold,
     gaussian_map,
@@ -226,7 +227,7 @@ def fit_to_map(
     if int(levels) < 1 or int(steps) < 1:
         raise InputError("levels and steps must be at least 1", found=f"{levels}, {steps}")
     target = _target_cube(target_volume)
-    log = _Log(progress)
+    log = StatusLog("fit", progress)
 
     dtype = torch.float32
     structure = chosen.structure
@@ -451,18 +452,3 @@ def _target_cube(volume) -> _TargetCube:
     if float(volume.std()) == 0.0:
         raise InputError("the target map is constant: nothing to fit")
     return _TargetCube(volume)
-
-
-class _Log:
-    """One status line per level on stderr (rich); silent when disabled."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._console = None
-        if enabled:
-            from rich.console import Console
-
-            self._console = Console(stderr=True, highlight=False)
-
-    def line(self, text: str) -> None:
-        if self._console is not None:
-            self._console.print(f"[dim]\\[fit][/dim] {text}")
