@@ -75,61 +75,6 @@ def _start_vector(start: Pose, n_modes: int, dtype) -> torch.Tensor:
     return x
 
 
-def refine_bfgs(
-    model: AtomModel,
-    images: torch.Tensor,
-    data_filter: torch.Tensor | None,
-    start: Pose,
-    level: Level,
-    steps: int,
-    first_step: float = 0.3,
-) -> Pose:
-    """Batched BFGS on −NCC: an independent 8-dimensional quasi-Newton problem per row.
-
-    Each iteration costs one forward and backward pass, like an Adam step, but the inverse
-    Hessian estimate (K+5)×(K+5) per row gives superlinear convergence near the optimum.
-    A trial point that does not improve a row's score is rejected and that row's step
-    halved; the first step of each row is a normalized gradient step of ``first_step``
-    (scaled units).
-    """
-    n_modes = 0 if start.amplitudes is None else start.amplitudes.shape[1]
-    dtype = images.dtype
-    loss_fn, pose_of = _objective(model, images, data_filter, start, level, n_modes)
-    x = _start_vector(start, n_modes, dtype).requires_grad_(True)
-    f = loss_fn(x)
-    (g,) = torch.autograd.grad(f.sum(), x)
-    x, f = x.detach(), f.detach()
-    batch, dim = x.shape
-    h_inv = torch.eye(dim, dtype=dtype).expand(batch, dim, dim).clone()
-    h_inv *= (first_step / g.norm(dim=1).clamp_min(1e-12))[:, None, None]
-    alpha = torch.ones(batch, dtype=dtype)
-    for _ in range(steps):
-        direction = -(h_inv @ g[:, :, None])[:, :, 0]
-        trial = (x + alpha[:, None] * direction).requires_grad_(True)
-        f_trial = loss_fn(trial)
-        (g_trial,) = torch.autograd.grad(f_trial.sum(), trial)
-        trial, f_trial = trial.detach(), f_trial.detach()
-        better = f_trial < f
-        s_vec = trial - x
-        y_vec = g_trial - g
-        sy = (s_vec * y_vec).sum(1)
-        update = better & (sy > 1e-12)
-        if update.any():
-            rho = 1.0 / sy[update]
-            eye = torch.eye(dim, dtype=dtype)
-            v = eye - rho[:, None, None] * s_vec[update, :, None] * y_vec[update, None, :]
-            h_new = v @ h_inv[update] @ v.transpose(1, 2)
-            h_new += rho[:, None, None] * s_vec[update, :, None] * s_vec[update, None, :]
-            h_inv[update] = h_new
-        x = torch.where(better[:, None], trial, x)
-        g = torch.where(better[:, None], g_trial, g)
-        f = torch.where(better, f_trial, f)
-        alpha = torch.where(better, torch.clamp(alpha * 2, max=1.0), alpha * 0.5)
-    with torch.no_grad():
-        matrices, amplitudes, shifts = pose_of(x)
-    return Pose(matrices, amplitudes, shifts, -f)
-
-
 def refine(
     model: AtomModel,
     images: torch.Tensor,

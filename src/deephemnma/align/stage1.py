@@ -20,9 +20,8 @@ class AlignConfig:
     search_size: box of the global search; library_spacing_deg: orientation spacing of
     the projection library; candidates: best library entries refined per image at the
     first level (the best of them goes on); sizes/steps/lrs: the refinement levels
-    (``lrs``: first step length for "bfgs", learning rate for "adam", in scaled units);
-    optimizer: "bfgs" (batched quasi-Newton, the default: on paper-ak it reaches Adam's
-    accuracy in about half the passes) or "adam";
+    (Adam steps and peak learning rates in scaled units; large early rates let few steps
+    travel far, measured on paper-ak);
     amplitude_range: the largest |amplitude| expected (dimensionless, as the modes' unit
     vectors); the library holds conformations on a grid of ``grid_points`` values per mode
     spanning ±⅔ of it (every point of the range is then within ⅓ of it from the grid);
@@ -39,7 +38,6 @@ class AlignConfig:
     amplitude_range: float = 200.0
     grid_points: int = 3
     max_shift_A: float = 3.0
-    optimizer: str = "bfgs"
     batch_size: int = 16
     extra: dict = field(default_factory=dict)
 

@@ -69,9 +69,6 @@ def align(
     candidates: int = typer.Option(4, help="Library matches refined per image."),
     sizes: str = typer.Option("32,64,128", help="Refinement boxes, pixels, coarse to fine."),
     steps: str = typer.Option("15,10,10", help="Optimizer steps at each refinement box."),
-    optimizer: str = typer.Option(
-        "bfgs", help="Refinement optimizer: bfgs (batched quasi-Newton) or adam."
-    ),
     chunk_size: int = typer.Option(256, help="Particles per chunk (unit of resumption)."),
     scheduler: str = typer.Option(
         None, help="Dask scheduler address tcp://HOST:PORT; default: a local cluster."
@@ -98,11 +95,7 @@ def align(
             expected=f"{len(size_list)} values",
             found=steps,
         )
-    if optimizer not in ("bfgs", "adam"):
-        raise InputError(
-            "unknown optimizer", field="--optimizer", expected="bfgs or adam", found=optimizer
-        )
-    rates = [1.0, 0.3, 0.1, 0.1, 0.1] if optimizer == "bfgs" else [0.3, 0.1, 0.05, 0.03, 0.02]
+    rates = [1.0, 0.3, 0.1, 0.1, 0.1]  # Adam peak rates per level (AlignConfig)
     lrs = tuple(rates[: len(size_list)])
     config = AlignConfig(
         search_size=search_size,
