@@ -3,7 +3,10 @@
 from deephemnma.cli import (  # noqa: F401
     align,
     demo,
+    evaluate,
     nma,
+    predict,
     preprocess,
     simulate,
+    train,
 )

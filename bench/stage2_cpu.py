@@ -1,0 +1,186 @@
+"""Stage 2 on CPU at reduced size: simulate → preprocess → train on ground truth → predict the
+held-out images → the paper's metrics next to its Table 3; plus CPU inference speed at 128².
+
+    python bench/stage2_cpu.py [--work DIR] [--n 3000] [--epochs 12] [--threads 1]
+
+Protocol (BENCHMARK.md, reduced): paper-ak images simulated at 128² / 0.65 Å (shifts ±2.5 px
+= ±1.625 Å, the paper's ±5 px of 256²), phase-flipped and Fourier-cropped to 64² (1.3 Å/px);
+the network (default recipe) is trained on the ground-truth labels of a training split and
+scored on a held-out split never seen in training. Labels are ground truth, not Stage 1: this
+measures what the network can learn in minutes of CPU, not the whole pipeline.
+
+Writes ``bench/results/stage2_cpu.json`` and the evaluation folder under ``--work``.
+Re-running reuses the simulated data (``simulate`` and ``preprocess`` resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, machine, timed  # noqa: E402
+from deephemnma.cli.main import main  # noqa: E402
+
+
+def _run(args: list[str]) -> None:
+    code = main(args)
+    if code != 0:
+        raise SystemExit(f"deephemnma {' '.join(args)} failed with {code}")
+
+
+def inference_speed(size: int, threads: int, seconds: float = 6.0, batch: int = 64) -> dict:
+    """Forward passes of the ResNet-34 + MLP network on random (batch, 1, size, size) inputs:
+    images/s for the plain fp32 model and for predict's prepared model (BN folded,
+    channels-last, inference mode) in fp32 and bf16."""
+    from deephemnma.network.checkpoint import LoadedNetwork
+    from deephemnma.network.data import InputNormalization
+    from deephemnma.network.model import DeepHEMNMANet, NetworkSpec, TargetScaling
+    from deephemnma.network.predict import prepare_for_inference
+    from deephemnma.network.train import bf16_fast
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    spec = NetworkSpec(3)
+    model = DeepHEMNMANet(spec).eval()
+    loaded = LoadedNetwork(
+        model, spec, InputNormalization(), TargetScaling(), [7, 8, 9], size, 0.65, {}
+    )
+    x = torch.randn(batch, 1, size, size)
+    out = {}
+    variants = [("fp32 plain", model, False, False), ("fp32 folded+CL", None, False, True)]
+    if bf16_fast(torch.device("cpu")):
+        variants.append(("bf16 folded+CL", None, True, True))
+    for name, net, bf16, prepared in variants:
+        if prepared:
+            net = prepare_for_inference(loaded, torch.device("cpu"))
+        xx = x.contiguous(memory_format=torch.channels_last) if prepared else x
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            net(xx)
+            t0, n = time.perf_counter(), 0
+            while time.perf_counter() - t0 < seconds:
+                net(xx)
+                n += batch
+        out[name] = n / (time.perf_counter() - t0)
+    torch.set_num_threads(before)
+    return out
+
+
+def main_bench() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/deephemnma-stage2-cpu"))
+    parser.add_argument("--n", type=int, default=3000, help="simulated images")
+    parser.add_argument("--val", default="200")
+    parser.add_argument("--test", default="600", help="held-out images scored at the end")
+    parser.add_argument("--size", type=int, default=64, help="network input box (pixels)")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--augment", default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest "
+                        "on a shared 2-core machine)")  # fmt: skip
+    parser.add_argument("--restart", action="store_true", help="retrain from scratch")
+    parser.add_argument("--speed-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = args.work
+    record: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine()}
+
+    speed = {}
+    for threads in sorted({1, args.threads, 2}):
+        speed[f"{threads} thread(s)"] = inference_speed(128, threads)
+    record["inference_128px_img_per_s"] = speed
+    print("CPU inference at 128², images/s:", json.dumps(speed, indent=1))
+    if args.speed_only:
+        _write(record)
+        return
+
+    sim, pre, run = work / "sim", work / "pre", work / "run"
+    steps: dict = {}
+    with timed(steps.setdefault("simulate", {})):
+        _run(["simulate", "--preset", "paper-ak", "-n", str(args.n), "--image-size", "128",
+              "--pixel-size", "0.65", "--max-shift", "2.5", "-o", str(sim), "--quiet"])  # fmt: skip
+    with timed(steps.setdefault("preprocess", {})):
+        _run(["preprocess", str(sim / "particles.star"), "--size", str(args.size),
+              "-o", str(pre), "--quiet"])  # fmt: skip
+    if args.restart and run.exists():
+        shutil.rmtree(run)
+    train_args = [
+        "train", "--labels", str(pre / "particles.star"), "--modes", str(sim / "modes.npz"),
+        "-o", str(run), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "--val", args.val, "--test", args.test, "--threads", str(args.threads), "--quiet",
+    ]  # fmt: skip
+    if args.lr is not None:
+        train_args += ["--lr", str(args.lr)]
+    if args.augment is not None:
+        train_args += ["--augment", args.augment]
+    with timed(steps.setdefault("train", {})):
+        _run(train_args)
+    pred = work / "predicted_test.star"
+    with timed(steps.setdefault("predict", {})):
+        _run(["predict", "--particles", str(run / "splits" / "test.star"), "--checkpoint",
+              str(run), "-o", str(pred), "--threads", str(args.threads), "--quiet"])  # fmt: skip
+    n_test = sum(1 for line in open(run / "splits" / "test.star") if "@" in line)
+    steps["predict"]["images_per_s"] = n_test / steps["predict"]["wall_s"]
+    with timed(steps.setdefault("evaluate", {})):
+        # The preprocessed STAR names the same images and keeps the ground-truth columns.
+        _run(["evaluate", str(pred), "--truth", str(pre / "particles.star"),
+              "--modes", str(sim / "modes.npz"), "-o", str(work / "evaluation"),
+              "--paper", "all"])  # fmt: skip
+    evaluation = json.loads((work / "evaluation" / "evaluation.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    # Training time from the per-epoch history (a rerun resumes and trains nothing).
+    import csv
+
+    history = list(csv.DictReader(open(run / "history.csv")))
+    steps["train"]["epochs"] = len(history)
+    steps["train"]["train_s"] = sum(float(r["train_s"]) for r in history)
+    steps["train"]["train_plus_val_s"] = sum(
+        float(r["train_s"]) + float(r["val_s"]) for r in history
+    )
+    record.update(
+        {
+            "steps": steps,
+            "train": {
+                "splits": config["splits"],
+                "bf16": config["bf16"],
+                "threads": config["threads"],
+                "history_last": config["result"]["last"],
+                "best": config["result"]["best"],
+            },
+            "result": evaluation["results"][0],
+        }
+    )
+    _write(record)
+    r = evaluation["results"][0]
+    amp = r["amplitudes"]
+    print(
+        f"\nheld-out {r['n']} images: amplitude MAE {amp['mean_over_modes']:.2f} ("
+        + " / ".join(f"{m['mean']:.1f}" for m in amp["modes"])
+        + f"), angle {r['angles']['axes']['mean']:.2f}° (median "
+        f"{r['angles']['axes']['median']:.2f}°, > 10°: {100 * r['angles']['gross_fraction']:.1f}%)"
+        f", shifts {r['shifts']['x']['mean']:.3f} / {r['shifts']['y']['mean']:.3f} Å; "
+        f"train {steps['train']['train_plus_val_s']:.0f} s ({len(history)} epochs), predict "
+        f"{steps['predict']['images_per_s']:.0f} img/s at {args.size}²"
+    )
+    print((work / "evaluation" / "table.txt").read_text())
+
+
+def _write(record: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "stage2_cpu.json"
+    path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main_bench()

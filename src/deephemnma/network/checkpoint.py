@@ -1,0 +1,109 @@
+"""Checkpoints: everything needed to resume training or to predict, in one ``torch.save`` file.
+
+A checkpoint is a plain dict (loadable with ``torch.load(weights_only=True)``):
+
+- ``format`` ("deephemnma-network"), ``format_version``, ``deephemnma`` (version);
+- ``spec``: :class:`NetworkSpec` as a dict; ``model``: the state dict of the (unwrapped) net;
+- ``normalization``: :class:`InputNormalization`; ``scaling``: :class:`TargetScaling`;
+- ``mode_numbers`` (list), ``image_size`` (pixels), ``pixel_size_A``;
+- ``config``: the training configuration; ``epoch``: completed epochs; ``history``: one dict
+  per epoch; ``best``: ``{"epoch", "val_loss"}``; ``bad_epochs`` (early stopping);
+- for resuming only (``checkpoint.pt``, not ``best.pt``): ``optimizer``, ``scheduler``.
+
+Files are written to a temporary name and renamed, so a ``kill -9`` leaves the previous
+complete checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from deephemnma.errors import InputError
+from deephemnma.io.atomic import atomic_path
+from deephemnma.network.data import InputNormalization
+from deephemnma.network.model import DeepHEMNMANet, NetworkSpec, TargetScaling
+
+FORMAT = "deephemnma-network"
+FORMAT_VERSION = 1
+LAST = "checkpoint.pt"
+BEST = "best.pt"
+
+__all__ = ["BEST", "LAST", "LoadedNetwork", "load_network", "read_checkpoint", "save_checkpoint"]
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Write ``state`` (a plain dict, see the module docstring) atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the training folder's ``best.pt`` (else ``checkpoint.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise InputError("no checkpoint in folder", path=path, expected=f"{BEST} or {LAST}")
+    if not path.is_file():
+        raise InputError("checkpoint not found", path=path)
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """The checkpoint dict; InputError if the file is not one of ours."""
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise InputError(
+            f"cannot read the checkpoint ({exc})",
+            path=path,
+            expected="a file written by 'deephemnma train'",
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise InputError(
+            "not a deephemnma network checkpoint",
+            path=path,
+            expected=f"format {FORMAT}",
+            found=str(state.get("format") if isinstance(state, dict) else type(state)),
+        )
+    return state
+
+
+@dataclass(frozen=True)
+class LoadedNetwork:
+    """A trained network in eval mode and how to feed it / read it."""
+
+    model: DeepHEMNMANet
+    spec: NetworkSpec
+    normalization: InputNormalization
+    scaling: TargetScaling
+    mode_numbers: list[int]
+    image_size: int
+    pixel_size_A: float
+    state: dict
+
+
+def load_network(path: str | Path, device="cpu") -> LoadedNetwork:
+    """Rebuild the network of a checkpoint (eval mode, on ``device``)."""
+    state = read_checkpoint(path)
+    spec = NetworkSpec.from_dict(state["spec"])
+    model = DeepHEMNMANet(spec)
+    model.load_state_dict(state["model"])
+    model.eval().to(device)
+    return LoadedNetwork(
+        model=model,
+        spec=spec,
+        normalization=InputNormalization.from_dict(state["normalization"]),
+        scaling=TargetScaling.from_dict(state["scaling"]),
+        mode_numbers=[int(m) for m in state["mode_numbers"]],
+        image_size=int(state["image_size"]),
+        pixel_size_A=float(state["pixel_size_A"]),
+        state=state,
+    )

@@ -1,0 +1,238 @@
+"""Stage 2 inference: a trained network → amplitudes, Euler angles and shifts for every particle.
+
+Streams any number of particles in bounded memory: the particles are cut into chunks of
+``chunk_size`` rows; each chunk's images are read batch by batch from the memory-mapped stacks
+and its predictions are saved to ``<out>.parts/part_NNNNN.npz`` (temporary file, then rename).
+A rerun with the same checkpoint and particles skips the finished chunks (resumable, as
+:mod:`deephemnma.chunks`); at the end the parts are gathered into the output STAR and removed.
+
+The output STAR is the input with the predictions written into RELION's pose columns
+(``rlnAngleRot/Tilt/Psi`` in degrees, converted from the rotation output; rot and psi in
+(−180°, 180°]; ``rlnOriginXAngst/YAngst`` in Å) and into ``deephemnmaAmplitudeNN``; every other
+column is kept. Columns of parameters the network does not predict are left as they were.
+
+Input normalization and target scaling come from the checkpoint (the ones used in training).
+CPU speed-ups (none changes the result beyond rounding, except bf16): batch norm folded into
+the convolutions, channels-last memory layout, ``torch.inference_mode``, and bf16 autocast on
+CPUs with AMX / AVX-512 BF16 (``precision="auto"``; ``"fp32"`` to disable).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deephemnma.errors import InputError
+from deephemnma.network.checkpoint import LoadedNetwork, load_network, resolve_checkpoint
+from deephemnma.network.data import ParticleBatches, ParticleDataset
+from deephemnma.network.model import decode, fold_batchnorm
+from deephemnma.network.train import bf16_fast, resolve_device
+
+__all__ = ["predict", "predict_arrays", "prepare_for_inference"]
+
+
+def prepare_for_inference(
+    loaded: LoadedNetwork, device: torch.device, fold: bool = True, channels_last: bool = True
+) -> torch.nn.Module:
+    """An eval-mode copy of the network on ``device``, batch norm folded, channels-last."""
+    model = copy.deepcopy(loaded.model).eval().to(device)
+    if fold:
+        fold_batchnorm(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise InputError("unknown precision", field="--precision", expected="auto | fp32 | bf16")
+    return precision == "bf16" or (precision == "auto" and bf16_fast(device))
+
+
+def predict_arrays(
+    model: torch.nn.Module,
+    loaded: LoadedNetwork,
+    images,
+    rows: np.ndarray,
+    device: torch.device,
+    batch_size: int = 256,
+    bf16: bool = False,
+    channels_last: bool = True,
+    workers: int = 0,
+    bar=None,
+) -> dict[str, np.ndarray]:
+    """Predictions for particle ``rows`` of ``images`` (a ParticleImages): ``amplitudes``
+    (n, M), ``angles_deg`` (n, 3), ``shifts_A`` (n, 2), float64, for the heads the net has."""
+    dataset = ParticleDataset(images, rows, None, loaded.normalization)
+    sampler = ParticleBatches(len(rows), batch_size)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for batch in loader:
+            x = batch["images"].to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                raw = model(x)
+            phys = decode(raw, loaded.spec, loaded.scaling)
+            for key in ("amplitudes", "angles_deg", "shifts_A"):
+                if key in phys:
+                    parts.setdefault(key, []).append(phys[key].double().cpu().numpy())
+            if bar is not None:
+                bar.advance(len(x))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_images(table, loaded: LoadedNetwork, path) -> None:
+    from deephemnma.io.star import common_image_size_px, common_pixel_size_A
+
+    size, pixel = common_image_size_px(table), common_pixel_size_A(table)
+    if size != loaded.image_size or abs(pixel - loaded.pixel_size_A) > 0.01 * loaded.pixel_size_A:
+        raise InputError(
+            "the particles differ from the training images in box or pixel size",
+            path=path,
+            field="rlnImageSize / rlnImagePixelSize",
+            expected=f"{loaded.image_size} px at {loaded.pixel_size_A:.4g} Å "
+            "(run 'deephemnma preprocess' as for the training set)",
+            found=f"{size} px at {pixel:.4g} Å",
+        )
+
+
+def predict(
+    particles: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    device: str | None = None,
+    batch_size: int = 256,
+    chunk_size: int = 16384,
+    precision: str = "auto",
+    threads: int | None = None,
+    workers: int = -1,
+    progress: bool = True,
+    keep_parts: bool = False,
+    stop_after_chunks: int | None = None,
+) -> dict:
+    """Predict every particle of ``particles`` with ``checkpoint`` (file or training folder)
+    and write the STAR ``out``. Returns ``{"out", "n", "seconds", "images_per_s",
+    "chunks_computed", "chunks_reused", "bf16"}``. ``stop_after_chunks`` ends early, as a
+    kill would (for tests)."""
+    from deephemnma.io.mrc import ParticleImages
+    from deephemnma.io.star import read_particles, with_amplitudes, with_poses, write_particles
+    from deephemnma.progress import progress_bar
+
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(int(threads))
+    if batch_size < 1 or chunk_size < 1:
+        raise InputError("batch and chunk sizes must be positive", field="--batch-size")
+    ckpt_path = resolve_checkpoint(checkpoint)
+    loaded = load_network(ckpt_path, "cpu")
+    table = read_particles(particles)
+    _check_images(table, loaded, particles)
+    bf16 = _use_bf16(precision, dev)
+    if workers < 0:
+        workers = min(4, max(1, (os.cpu_count() or 2) - 1)) if dev.type == "cuda" else 0
+    model = prepare_for_inference(loaded, dev)
+    images = ParticleImages(table)
+
+    out = Path(out)
+    parts_dir = out.with_name(out.name + ".parts")
+    identity = {
+        "checkpoint": _file_digest(ckpt_path),
+        "particles": str(Path(particles).resolve()),
+        "n": len(table),
+        "chunk_size": chunk_size,
+        "bf16": bf16,
+    }
+    meta_path = parts_dir / "meta.json"
+    if parts_dir.exists():
+        try:
+            same = json.loads(meta_path.read_text()) == identity
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    from deephemnma.io.atomic import atomic_path, atomic_write_text
+
+    atomic_write_text(meta_path, json.dumps(identity) + "\n")
+
+    n = len(table)
+    starts = list(range(0, n, chunk_size))
+    computed = reused = 0
+    t_compute = 0.0
+    with progress_bar(n, "predict", enabled=progress) as bar:
+        for index, lo in enumerate(starts):
+            hi = min(lo + chunk_size, n)
+            path = parts_dir / f"part_{index:05d}.npz"
+            if path.exists():
+                try:
+                    with np.load(path) as data:
+                        ok = all(len(data[k]) == hi - lo for k in data.files)
+                except (OSError, ValueError):
+                    ok = False
+                if ok:
+                    reused += 1
+                    bar.advance(hi - lo)
+                    continue
+            if stop_after_chunks is not None and computed >= stop_after_chunks:
+                return {"out": None, "n": n, "chunks_computed": computed, "chunks_reused": reused}
+            tc = time.perf_counter()
+            arrays = predict_arrays(
+                model, loaded, images, np.arange(lo, hi), dev, batch_size, bf16,
+                workers=workers, bar=bar,
+            )  # fmt: skip
+            t_compute += time.perf_counter() - tc
+            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+            computed += 1
+
+    gathered: dict[str, list[np.ndarray]] = {}
+    for index in range(len(starts)):
+        with np.load(parts_dir / f"part_{index:05d}.npz") as data:
+            for key in data.files:
+                gathered.setdefault(key, []).append(data[key])
+    result = {k: np.concatenate(v) for k, v in gathered.items()}
+    if "angles_deg" in result or "shifts_A" in result:
+        table = with_poses(table, result.get("angles_deg"), result.get("shifts_A"))
+    if "amplitudes" in result:
+        table = with_amplitudes(table, loaded.mode_numbers, result["amplitudes"])
+    write_particles(out, table)
+    if not keep_parts:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    return {
+        "out": str(out),
+        "n": n,
+        "seconds": seconds,
+        "compute_seconds": t_compute,
+        "images_per_s": n / seconds if seconds > 0 else float("inf"),
+        "chunks_computed": computed,
+        "chunks_reused": reused,
+        "bf16": bf16,
+        "device": str(dev),
+    }

@@ -1,0 +1,449 @@
+"""Stage 2 network: output layer ↔ Euler angles, label-exact augmentation, overfitting,
+checkpoints, resume, normalization at prediction, predict/train CLI (CPU, tiny images)."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from deephemnma.cli.main import main
+from deephemnma.geometry import angular_error_deg, euler_to_matrix, random_euler_paper
+from deephemnma.io.mrc import ParticleImages
+from deephemnma.io.pdb import package_data_path, read_structure
+from deephemnma.io.star import amplitudes, angles_deg, read_particles, shifts_A, write_particles
+from deephemnma.network.checkpoint import load_network, read_checkpoint, save_checkpoint
+from deephemnma.network.data import (
+    DIHEDRAL,
+    InputNormalization,
+    ParticleBatches,
+    augment_batch,
+    dihedral_images,
+    read_splits,
+    rotate_images,
+    transform_labels,
+)
+from deephemnma.network.model import (
+    DeepHEMNMANet,
+    LossConfig,
+    NetworkSpec,
+    TargetScaling,
+    compute_losses,
+    decode,
+    fold_batchnorm,
+    rotation_target,
+)
+from deephemnma.network.predict import predict
+from deephemnma.network.train import recipe_config, train
+from deephemnma.project import atom_model, render_images
+
+TINY = ["--image-size", "32", "--pixel-size", "2.6", "--max-shift", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Two OpenMP threads on a shared 2-core machine are several times slower than one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "sim"
+    assert main(["simulate", "-n", "48", *TINY, "-o", str(folder)]) == 0
+    return folder
+
+
+def _quiet(*_args, **_kwargs):
+    pass
+
+
+def _fast(**overrides):
+    recipe = overrides.pop("recipe", "default")
+    values = {
+        "epochs": 2,
+        "batch_size": 16,
+        "val": "8",
+        "test": "8",
+        "precision": "fp32",
+        "num_workers": 0,
+        **overrides,
+    }
+    return recipe_config(recipe, **values)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    config = _fast(epochs=1, normalization="dataset", augment="dihedral")
+    result = train(tiny / "particles.star", run, config, progress=False, log=_quiet)
+    return run, result
+
+
+# ------------------------------------------------------------------------------------------
+# Output layer ↔ rotations
+
+
+@pytest.mark.parametrize("rotation", ["quaternion", "6d"])
+def test_euler_round_trip_through_the_output_layer(rotation):
+    angles = random_euler_paper(200, torch.Generator().manual_seed(1))
+    angles[:, 1] = angles[:, 1].clamp(1.0, 179.0)  # away from gimbal lock: angles are unique
+    matrices = euler_to_matrix(angles)
+    spec = NetworkSpec(1, heads=("rotation",), rotation=rotation)
+    raw = {"rotation": rotation_target(matrices, rotation).float()}
+    out = decode(raw, spec, TargetScaling())
+    assert angular_error_deg(out["matrices"], matrices).max() < 1e-3
+    wrapped = (out["angles_deg"] - angles + 180) % 360 - 180
+    assert wrapped.abs().max() < 1e-3
+    # The output layer's scale does not matter, and q ≡ −q.
+    scaled = {"rotation": raw["rotation"] * (-3.0 if rotation == "quaternion" else 2.5)}
+    again = decode(scaled, spec, TargetScaling())
+    assert angular_error_deg(again["matrices"], matrices).max() < 1e-3
+
+
+def test_rotation_loss_respects_quaternion_sign():
+    matrices = euler_to_matrix(random_euler_paper(8, torch.Generator().manual_seed(2)))
+    spec = NetworkSpec(1, heads=("rotation",), rotation="quaternion")
+    q = rotation_target(matrices, "quaternion")
+    for kind in ("chordal", "geodesic"):
+        config = LossConfig(rotation=kind)
+        loss = compute_losses(
+            {"rotation": -q}, {"matrices": matrices}, spec, TargetScaling(), config
+        )
+        assert float(loss["rotation"]) < 1e-2
+
+
+def test_psi_changes_by_minus_the_in_plane_angle():
+    # CONVENTIONS.md: rotating the image by α (x toward y) is A' = Rz(α) A, i.e. psi' = psi − α.
+    angles = torch.tensor([[30.0, 70.0, 110.0]], dtype=torch.float64)
+    alpha = 25.0
+    c, s = math.cos(math.radians(alpha)), math.sin(math.radians(alpha))
+    rz = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    turned = euler_to_matrix(angles - torch.tensor([0.0, 0.0, alpha], dtype=torch.float64))
+    assert torch.allclose(turned, rz @ euler_to_matrix(angles), atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# Augmentation: checked against the forward model
+
+
+@pytest.fixture(scope="module")
+def ak_model():
+    structure = read_structure(package_data_path("4ake_A.pdb"), selection="heavy").centered()
+    return atom_model(structure)
+
+
+def _render(model, matrices, shifts, size=64, pixel=1.3):
+    return render_images(model, matrices.float(), size, pixel, shift_A=shifts.float()).double()
+
+
+def _render_bandlimited(model, matrices, shifts):
+    # Rendered at 128² / 0.65 Å, then Fourier-cropped to 64² (as preprocess does).
+    from deephemnma.preprocess import fourier_crop
+
+    return fourier_crop(_render(model, matrices, shifts, 128, 0.65), 64)
+
+
+def _lowpass(images, fraction=0.8):
+    n = images.shape[-1]
+    k = torch.fft.fftfreq(n, dtype=torch.float64)
+    keep = (k[:, None] ** 2 + k[None, :] ** 2).sqrt() < 0.5 * fraction
+    return torch.fft.ifft2(torch.fft.fft2(images) * keep).real
+
+
+def _ncc(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def test_dihedral_augmentation_is_exact(ak_model):
+    angles = torch.tensor([[30.0, 70.0, 110.0], [200.0, 150.0, 10.0]], dtype=torch.float64)
+    matrices, shifts = euler_to_matrix(angles), torch.tensor([[1.0, -2.0], [0.5, 0.7]])
+    images = _render(ak_model, matrices, shifts)
+    for k in range(8):
+        element = torch.full((2,), k)
+        maps = torch.as_tensor(np.stack(DIHEDRAL), dtype=torch.float64)[element]
+        new_matrices, new_shifts = transform_labels(matrices, shifts.double(), maps)
+        expected = _render(ak_model, new_matrices, new_shifts)
+        got = dihedral_images(images, element)
+        assert (got - expected).abs().max() < 1e-4 * images.abs().max(), k
+
+
+def test_in_plane_rotation_changes_psi_and_rotates_the_shift(ak_model):
+    angles = torch.tensor([[30.0, 70.0, 110.0], [200.0, 150.0, 10.0]], dtype=torch.float64)
+    matrices, shifts = euler_to_matrix(angles), torch.tensor([[1.0, -2.0], [0.5, 0.7]])
+    alpha = torch.tensor([0.3, 2.0], dtype=torch.float64)
+    images = _lowpass(_render_bandlimited(ak_model, matrices, shifts))
+    turned = _lowpass(rotate_images(images, alpha))
+    c, s = torch.cos(alpha), torch.sin(alpha)
+    rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+    # Expected labels written directly: psi − α and the shift rotated by α.
+    new_angles = angles - torch.stack([0 * alpha, 0 * alpha, torch.rad2deg(alpha)], -1)
+    new_shifts = (rot @ shifts.double()[..., None])[..., 0]
+    expected = _lowpass(_render_bandlimited(ak_model, euler_to_matrix(new_angles), new_shifts))
+    wrong = _lowpass(_render_bandlimited(ak_model, euler_to_matrix(new_angles), shifts))
+    for b in range(2):
+        assert _ncc(turned[b], expected[b]) > 0.999
+        assert _ncc(turned[b], wrong[b]) < _ncc(turned[b], expected[b]) - 0.01  # shift not turned
+    # transform_labels agrees with the Euler form.
+    got_matrices, got_shifts = transform_labels(matrices, shifts.double(), rot)
+    assert torch.allclose(got_matrices, euler_to_matrix(new_angles), atol=1e-10)
+    assert torch.allclose(got_shifts, new_shifts, atol=1e-12)
+
+
+def test_augment_batch_keeps_labels_consistent():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(6, 16, 16, generator=g)
+    matrices = euler_to_matrix(random_euler_paper(6, g))
+    shifts = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    for kind in ("dihedral", "rotation"):
+        gen = torch.Generator().manual_seed(3)
+        out, new_m, new_s = augment_batch(images, matrices, shifts, kind, gen)
+        assert out.shape == images.shape
+        eye = torch.eye(3, dtype=torch.float64).expand(6, 3, 3)
+        assert torch.allclose(new_m @ new_m.transpose(-1, -2), eye, atol=1e-10)
+        assert torch.allclose(torch.linalg.det(new_m), torch.ones(6, dtype=torch.float64))
+        assert torch.allclose(new_s.norm(dim=-1), shifts.norm(dim=-1))
+
+
+def test_batches_shard_between_ranks():
+    whole = list(ParticleBatches(10, 4, shuffle=True, drop_last=True, seed=5))
+    ranks = [list(ParticleBatches(10, 4, True, True, 5, rank=r, world_size=2)) for r in (0, 1)]
+    for (full, _), (a, _), (b, _) in zip(whole, *ranks, strict=True):
+        assert sorted(np.concatenate([a, b])) == sorted(full)
+
+
+# ------------------------------------------------------------------------------------------
+# Learning and checkpoints
+
+
+def test_overfits_a_tiny_set():
+    torch.manual_seed(0)
+    spec = NetworkSpec(3, dropout=0.0)
+    model = DeepHEMNMANet(spec)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 1, 32, 32, generator=g)
+    targets = {
+        "amplitudes": torch.randn(4, 3, generator=g) * 100,
+        "matrices": euler_to_matrix(random_euler_paper(4, g)).float(),
+        "shifts_A": torch.rand(4, 2, generator=g) * 2 - 1,
+    }
+    scaling = TargetScaling.fit(targets["amplitudes"].numpy(), targets["shifts_A"].numpy())
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.0, fused=True)
+    first = None
+    for _ in range(30):
+        losses = compute_losses(model(x), targets, spec, scaling, LossConfig())
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+        first = first if first is not None else float(losses["total"].detach())
+    model.eval()  # batch statistics → running statistics: still fits
+    with torch.no_grad():
+        final = compute_losses(model(x), targets, spec, scaling, LossConfig())
+    model.train()
+    with torch.no_grad():
+        fitted = compute_losses(model(x), targets, spec, scaling, LossConfig())
+    assert float(fitted["total"]) < 0.06 * first, (first, float(fitted["total"]))
+    assert torch.isfinite(final["total"])
+
+
+def test_checkpoint_restores_exact_predictions(tmp_path):
+    torch.manual_seed(0)
+    spec = NetworkSpec(2, rotation="quaternion")
+    model = DeepHEMNMANet(spec).eval()
+    scaling = TargetScaling((1.0, -2.0), (3.0, 4.0), (0.1, 0.2), (0.5, 0.6))
+    norm = InputNormalization("dataset", 0.3, 2.0)
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        before = decode(model(norm.apply(x)), spec, scaling)
+    state = {
+        "spec": spec.to_dict(),
+        "model": model.state_dict(),
+        "normalization": norm.to_dict(),
+        "scaling": scaling.to_dict(),
+        "mode_numbers": [7, 8],
+        "image_size": 32,
+        "pixel_size_A": 2.6,
+    }
+    save_checkpoint(tmp_path / "c.pt", state)
+    loaded = load_network(tmp_path / "c.pt")
+    assert loaded.normalization == norm and loaded.scaling == scaling
+    with torch.no_grad():
+        after = decode(loaded.model(loaded.normalization.apply(x)), loaded.spec, loaded.scaling)
+        folded = fold_batchnorm(loaded.model)(norm.apply(x))
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    assert torch.allclose(folded["amplitudes"], model(norm.apply(x))["amplitudes"], atol=1e-4)
+
+
+def test_resume_continues_the_same_loss_curve(tiny, tmp_path):
+    config = _fast(epochs=2)
+    labels = tiny / "particles.star"
+    full = train(labels, tmp_path / "a", config, progress=False, log=_quiet)
+    part = train(labels, tmp_path / "b", config, progress=False, log=_quiet, stop_after_epochs=1)
+    assert part["epochs_done"] == 1
+    rest = train(labels, tmp_path / "b", config, progress=False, log=_quiet)
+    assert rest["epochs_this_run"] == 1
+    for key in ("train_total", "val_total", "val_angle_deg", "lr"):
+        assert [r[key] for r in rest["history"]] == [r[key] for r in full["history"]], key
+    # Other settings in the same folder are refused.
+    from deephemnma.errors import InputError
+
+    with pytest.raises(InputError, match="other settings"):
+        train(labels, tmp_path / "b", _fast(epochs=2, lr=0.1), progress=False, log=_quiet)
+
+
+def test_prediction_uses_the_training_normalization(tiny, trained, tmp_path):
+    run, result = trained
+    state = read_checkpoint(run / "best.pt")
+    table = read_particles(tiny / "particles.star")
+    rows = read_splits(run)["train"]
+    train_images = ParticleImages(table).images(rows).astype(np.float64)
+    assert state["normalization"]["mode"] == "dataset"
+    assert state["normalization"]["mean"] == pytest.approx(train_images.mean(), rel=1e-6)
+    assert state["normalization"]["std"] == pytest.approx(train_images.std(), rel=1e-6)
+    _, q = amplitudes(read_particles(tiny / "particles.star"))
+    assert state["scaling"]["amplitude_mean"] == pytest.approx(q[rows].mean(0).tolist())
+
+    val_star = run / "splits" / "val.star"
+    out = predict(val_star, run, tmp_path / "pred.star", precision="fp32", progress=False)
+    pred = read_particles(out["out"])
+    # The same computation by hand with the stored statistics.
+    loaded = load_network(run / "best.pt")
+    val = read_particles(val_star)
+    x = torch.from_numpy(ParticleImages(val).images(np.arange(len(val))))
+    mean, std = state["normalization"]["mean"], state["normalization"]["std"]
+    with torch.no_grad():
+        manual = decode(loaded.model(((x - mean) / std)[:, None]), loaded.spec, loaded.scaling)
+        per_image = decode(
+            loaded.model(InputNormalization("per-image").apply(x)[:, None]),
+            loaded.spec,
+            loaded.scaling,
+        )
+    got_a = torch.as_tensor(amplitudes(pred)[1])
+    assert torch.allclose(got_a, manual["amplitudes"].double(), atol=1e-3 * 200)
+    assert not torch.allclose(got_a, per_image["amplitudes"].double(), atol=1e-3 * 200)
+    got_m = euler_to_matrix(torch.as_tensor(angles_deg(pred)))
+    assert angular_error_deg(got_m, manual["matrices"]).max() < 0.05
+    assert np.allclose(shifts_A(pred), manual["shifts_A"].numpy(), atol=1e-3)
+    # Columns other than the predictions are kept.
+    assert list(pred.particles.columns) == list(val.particles.columns)
+    assert (pred.particles["rlnDefocusU"] == val.particles["rlnDefocusU"]).all()
+
+
+def test_predict_resumes_and_streams_in_chunks(trained, tmp_path):
+    run, _ = trained
+    val_star = run / "splits" / "val.star"
+    kw = {"precision": "fp32", "progress": False, "batch_size": 3, "chunk_size": 3}
+    whole = predict(val_star, run, tmp_path / "a.star", **kw)
+    cut = predict(val_star, run, tmp_path / "b.star", stop_after_chunks=1, **kw)
+    assert cut["out"] is None and cut["chunks_computed"] == 1
+    again = predict(val_star, run, tmp_path / "b.star", **kw)
+    assert again["chunks_reused"] == 1 and again["chunks_computed"] == whole["chunks_computed"] - 1
+    assert (tmp_path / "a.star").read_text() == (tmp_path / "b.star").read_text()
+    assert not (tmp_path / "b.star.parts").exists()
+
+
+def test_cli_train_predict_evaluate(tiny, tmp_path):
+    run = tmp_path / "run"
+    labels = str(tiny / "particles.star")
+    common = ["--epochs", "1", "--batch-size", "16", "--val", "8", "--test", "8"]
+    args = ["train", "--labels", labels, "--modes", str(tiny / "modes.npz"), "-o", str(run)]
+    assert main([*args, *common, "--precision", "fp32", "--threads", "1", "--quiet"]) == 0
+    assert (run / "best.pt").exists() and (run / "history.csv").exists()
+    assert (run / "curves.png").exists() and (run / "splits" / "test.star").exists()
+    pred = tmp_path / "pred.star"
+    test_star = str(run / "splits" / "test.star")
+    args = ["predict", "--particles", test_star, "--checkpoint", str(run), "-o", str(pred)]
+    assert main([*args, "--quiet", "--precision", "fp32"]) == 0
+    out = tmp_path / "eval"
+    args = ["evaluate", str(pred), "--truth", labels, "--modes", str(tiny / "modes.npz")]
+    assert main([*args, "-o", str(out)]) == 0
+    assert (out / "helix.png").exists()
+
+    # Bad input: exit code 2, no traceback.
+    assert main(["train", "--labels", str(tmp_path / "no.star"), "-o", str(run)]) == 2
+    assert main(["train", "--labels", labels, "-o", str(run), "--recipe", "nope"]) == 2
+    table = read_particles(test_star)
+    table.optics["rlnImageSize"] = 64
+    write_particles(tmp_path / "big.star", table)
+    args = ["predict", "--particles", str(tmp_path / "big.star"), "--checkpoint", str(run)]
+    assert main([*args, "-o", str(tmp_path / "x.star")]) == 2
+
+
+@pytest.mark.slow
+def test_paper_recipe_trains_three_networks(tiny, tmp_path):
+    config = _fast(recipe="paper", epochs=1, batch_size=8, val="8", test="32")
+    assert config.separate and config.rotation == "quaternion" and config.lr == 1e-5
+    result = train(tiny / "particles.star", tmp_path / "p", config, progress=False, log=_quiet)
+    state = read_checkpoint(tmp_path / "p" / "best.pt")
+    assert {k.split(".")[1] for k in state["model"] if k.startswith("trunks.")} == {
+        "amplitudes",
+        "rotation",
+        "shifts",
+    }
+    assert math.isfinite(result["history"][-1]["val_total"])
+
+
+# ------------------------------------------------------------------------------------------
+# Slow: real kill -9, and DDP on CPU with gloo
+
+
+def _train_cmd(labels, out, epochs):
+    return [
+        sys.executable, "-m", "deephemnma", "train", "--labels", str(labels), "-o", str(out),
+        "--epochs", str(epochs), "--batch-size", "16", "--val", "8", "--test", "8",
+        "--precision", "fp32", "--threads", "1", "--quiet",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(tiny, tmp_path):
+    labels = tiny / "particles.star"
+    reference = subprocess.run(_train_cmd(labels, tmp_path / "a", 3), capture_output=True)
+    assert reference.returncode == 0, reference.stderr.decode()
+    proc = subprocess.Popen(_train_cmd(labels, tmp_path / "b", 3))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (tmp_path / "b" / "history.csv").exists():
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run(_train_cmd(labels, tmp_path / "b", 3), capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    a = (tmp_path / "a" / "history.csv").read_text().splitlines()
+    b = (tmp_path / "b" / "history.csv").read_text().splitlines()
+    column = a[0].split(",").index("val_total")
+    assert [r.split(",")[column] for r in a] == [r.split(",")[column] for r in b]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tiny, tmp_path):
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", str(_free_port()), "-m", "deephemnma", "train",
+        "--labels", str(tiny / "particles.star"), "-o", str(tmp_path / "ddp"),
+        "--epochs", "1", "--batch-size", "16", "--val", "8", "--test", "8",
+        "--precision", "fp32", "--threads", "1", "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    state = read_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    assert state["epoch"] == 1 and math.isfinite(state["history"][0]["train_total"])
