@@ -37,3 +37,19 @@ class InputError(Exception):
         elif self.found is not None:
             text += f" (found {self.found})"
         return text
+
+
+def check_settings(settings, checks, what: str) -> None:
+    """Raise :class:`InputError` for the first failed check of a settings object.
+
+    checks: (ok, field name, what was expected) triples; the found value is read from the
+    settings' attribute of that name.
+    """
+    for ok, name, expected in checks:
+        if not ok:
+            raise InputError(
+                f"invalid {what} setting",
+                field=name,
+                expected=expected,
+                found=str(getattr(settings, name)),
+            )

@@ -23,7 +23,7 @@ import torch
 from deephemnma import __version__
 from deephemnma.chunks import write_chunked_stacks
 from deephemnma.ctf import ctf_rfft_shared
-from deephemnma.errors import InputError
+from deephemnma.errors import InputError, check_settings
 from deephemnma.geometry import euler_to_matrix
 from deephemnma.noise import add_noise_before_after_ctf
 from deephemnma.project import AtomModel, atom_model, density_map, render_images
@@ -67,14 +67,7 @@ class SimulationConfig:
             (self.trajectory in TRAJECTORIES, "trajectory", " | ".join(TRAJECTORIES)),
             (self.chunk_size > 0, "chunk_size", "a positive count"),
         ]
-        for ok, name, expected in checks:
-            if not ok:
-                raise InputError(
-                    "invalid simulation setting",
-                    field=name,
-                    expected=expected,
-                    found=str(getattr(self, name)),
-                )
+        check_settings(self, checks, "simulation")
 
 
 def paper_ak_config(n_images: int = 70_000, seed: int = 0, **overrides) -> SimulationConfig:

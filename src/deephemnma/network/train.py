@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from deephemnma import __version__
-from deephemnma.errors import InputError
+from deephemnma.errors import InputError, check_settings
 from deephemnma.network.checkpoint import BEST, LAST, read_checkpoint, save_checkpoint
 from deephemnma.network.data import (
     AUGMENTATIONS,
@@ -143,14 +143,7 @@ class TrainConfig:
                 "non-negative weights of " + ", ".join(HEADS),
             ),
         ]
-        for ok, name, expected in checks:
-            if not ok:
-                raise InputError(
-                    "invalid training setting",
-                    field=name,
-                    expected=expected,
-                    found=str(getattr(self, name)),
-                )
+        check_settings(self, checks, "training")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "heads": list(self.heads)}
