@@ -31,13 +31,14 @@ class AlignConfig:
 
     search_size: int = 32
     library_spacing_deg: float = 12.0
-    candidates: int = 4
+    candidates: int = 6
     sizes: tuple[int, ...] = (32, 64, 128)
-    steps: tuple[int, ...] = (15, 10, 10)
+    steps: tuple[int, ...] = (20, 10, 10)
     lrs: tuple[float, ...] = (1.0, 0.3, 0.1)
     amplitude_range: float = 200.0
     grid_points: int = 3
     max_shift_A: float = 3.0
+    candidate_steps: int = 8
     batch_size: int = 16
     extra: dict = field(default_factory=dict)
 
@@ -120,14 +121,25 @@ def align_images(
     for k, level in enumerate(levels):
         level_images = crop_images(images, level)
         level_filter = ctf_filter(ctf, level, phase_flipped, dtype)
-        if k == 0:
-            level_images = level_images[rows]
-            level_filter = None if level_filter is None else level_filter[rows]
         level_model = merge_narrow_gaussians(model, level.pixel_size_A)
-        pose = refine(
-            level_model, level_images, level_filter, pose, level, config.steps[k], config.lrs[k]
-        )
-        if k == 0:  # keep each image's best candidate
+        steps = config.steps[k]
+        if k == 0:
+            # All candidates for a few steps, then only each image's best goes on.
+            trial = min(config.candidate_steps, steps)
+            pose = refine(
+                level_model,
+                level_images[rows],
+                None if level_filter is None else level_filter[rows],
+                pose,
+                level,
+                trial,
+                config.lrs[k],
+            )
             best = pose.score.reshape(batch, n_cand).argmax(1)
             pose = pose.take(torch.arange(batch) * n_cand + best)
+            steps -= trial
+        if steps > 0:
+            pose = refine(
+                level_model, level_images, level_filter, pose, level, steps, config.lrs[k]
+            )
     return pose

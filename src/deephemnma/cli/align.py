@@ -66,9 +66,14 @@ def align(
         12.0, help="Orientation spacing of the global search library, degrees."
     ),
     search_size: int = typer.Option(32, help="Box of the global search, pixels."),
-    candidates: int = typer.Option(4, help="Library matches refined per image."),
+    candidates: int = typer.Option(6, help="Library matches refined per image."),
+    candidate_steps: int = typer.Option(
+        8,
+        help="Steps of the first level spent on every candidate before only the best "
+        "one of each image continues.",
+    ),
     sizes: str = typer.Option("32,64,128", help="Refinement boxes, pixels, coarse to fine."),
-    steps: str = typer.Option("15,10,10", help="Optimizer steps at each refinement box."),
+    steps: str = typer.Option("20,10,10", help="Optimizer steps at each refinement box."),
     chunk_size: int = typer.Option(256, help="Particles per chunk (unit of resumption)."),
     scheduler: str = typer.Option(
         None, help="Dask scheduler address tcp://HOST:PORT; default: a local cluster."
@@ -101,6 +106,7 @@ def align(
         search_size=search_size,
         library_spacing_deg=library_spacing,
         candidates=candidates,
+        candidate_steps=candidate_steps,
         sizes=size_list,
         steps=step_list,
         lrs=lrs,
