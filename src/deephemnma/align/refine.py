@@ -68,7 +68,7 @@ def _objective(model, images, data_filter, start: Pose, level: Level, n_modes: i
 
 
 def _start_vector(start: Pose, n_modes: int, dtype) -> torch.Tensor:
-    x = torch.zeros(start.shifts_A.shape[0], n_modes + 5, dtype=dtype)
+    x = torch.zeros(start.shifts_A.shape[0], n_modes + 5, dtype=dtype, device=start.shifts_A.device)
     if n_modes:
         x[:, :n_modes] = start.amplitudes / AMPLITUDE_UNIT
     x[:, n_modes + 3 :] = start.shifts_A / SHIFT_UNIT_A
@@ -91,7 +91,7 @@ def refine(
     x = _start_vector(start, n_modes, images.dtype).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
     best_x = x.detach().clone()
-    best = torch.full((x.shape[0],), 2.0, dtype=images.dtype)
+    best = torch.full((x.shape[0],), 2.0, dtype=images.dtype, device=images.device)
     for step in range(steps + 1):
         loss = loss_fn(x)
         with torch.no_grad():

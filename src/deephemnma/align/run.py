@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ class AlignJob:
     phase_flipped: bool
     use_ctf: bool
     threads: int = 1
+    device: str = "cpu"
 
 
 _CACHE: dict = {}
@@ -74,9 +75,29 @@ def _model(job: AlignJob):
 
     def make():
         structure, modes = load_reference(job.reference, job.modes, job.mode_numbers, job.center)
-        return atom_model(structure, modes.vectors)
+        return atom_model(structure, modes.vectors, device=job.device)
 
-    return _cached(("model", job.reference, job.modes, job.mode_numbers, job.center), make)
+    key = ("model", job.reference, job.modes, job.mode_numbers, job.center, job.device)
+    return _cached(key, make)
+
+
+def _library(job: AlignJob):
+    def make():
+        library = torch.load(job.library, mmap=True, weights_only=False)
+        if job.device == "cpu":
+            return library
+        tensors = ("matrices", "amplitudes", "vectors", "shell_power")
+        return replace(
+            library,
+            **{
+                name: None
+                if getattr(library, name) is None
+                else getattr(library, name).to(job.device)
+                for name in tensors
+            },
+        )
+
+    return _cached(("library", job.library, job.device), make)
 
 
 def _table(path: str):
@@ -100,9 +121,7 @@ def align_chunk(job: AlignJob, start: int, stop: int, out_path: str) -> str:
     torch.set_num_threads(job.threads)
     try:
         model = _model(job)
-        library = _cached(
-            ("library", job.library), lambda: torch.load(job.library, mmap=True, weights_only=False)
-        )
+        library = _library(job)
         table, images = _table(job.particles)
         pixel_size_A = common_pixel_size_A(table)
         ctf = ctf_parameters(table) if job.use_ctf else None
@@ -121,14 +140,17 @@ def align_chunk(job: AlignJob, start: int, stop: int, out_path: str) -> str:
                     job.config,
                 )
             )
-        matrices = torch.cat([p.matrices for p in poses]).double()
+
+        def gather(name):
+            return torch.cat([getattr(p, name) for p in poses]).double().cpu()
+
         result = {
-            "angles_deg": matrix_to_euler(matrices).numpy(),
-            "shifts_A": torch.cat([p.shifts_A for p in poses]).double().numpy(),
-            "score": torch.cat([p.score for p in poses]).double().numpy(),
+            "angles_deg": matrix_to_euler(gather("matrices")).numpy(),
+            "shifts_A": gather("shifts_A").numpy(),
+            "score": gather("score").numpy(),
         }
         if poses[0].amplitudes is not None:
-            result["amplitudes"] = torch.cat([p.amplitudes for p in poses]).double().numpy()
+            result["amplitudes"] = gather("amplitudes").numpy()
     finally:
         torch.set_num_threads(previous)
     with atomic_path(out_path) as tmp:
@@ -157,13 +179,15 @@ def align_dataset(
     workers: int | None = None,
     use_ctf: bool = True,
     center: bool = True,
+    device: str = "cpu",
     progress: bool = True,
 ) -> Path:
     """Align every particle of a STAR file; returns ``OUT/particles.star``.
 
     scheduler: address of a running Dask scheduler (``tcp://host:port``); None runs a local
     Dask cluster with ``workers`` processes (default: all cores), or in this process when
-    ``workers == 1``.
+    ``workers == 1``. device: "cpu" or "cuda" (then one worker per GPU is the sensible
+    choice; the CUDA path has not been measured yet).
     """
     from deephemnma.io.atomic import atomic_write_text
     from deephemnma.io.star import common_image_size_px, common_pixel_size_A, read_particles
@@ -214,6 +238,7 @@ def align_dataset(
         config,
         phase_flipped,
         use_ctf,
+        device=device,
     )
     n = len(table)
     chunks = [(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]

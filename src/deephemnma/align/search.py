@@ -46,7 +46,7 @@ def rotate_images(images: torch.Tensor, psi_deg: torch.Tensor) -> torch.Tensor:
     # middle of the box; the center pixel S//2 sits half a pixel off it for even S.
     rad = torch.deg2rad(psi_deg).to(images.dtype)
     c, s = torch.cos(rad), torch.sin(rad)
-    coords = torch.arange(size, dtype=images.dtype) - size // 2
+    coords = torch.arange(size, dtype=images.dtype, device=images.device) - size // 2
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     src_x = c[:, None, None] * xx - s[:, None, None] * yy
     src_y = s[:, None, None] * xx + c[:, None, None] * yy
@@ -74,11 +74,11 @@ def build_library(
     Only the projection directions are rendered; the in-plane angles are made by rotating
     those images, ~30× less work than rendering every orientation.
     """
-    dtype = model.coords_A.dtype
+    dtype, device = model.coords_A.dtype, model.coords_A.device
     n_dir, n_psi = grid_for_spacing(spacing_deg)
-    directions = fibonacci_directions(n_dir).to(dtype)
-    psi = torch.arange(n_psi, dtype=dtype) * (360.0 / n_psi)
-    base = euler_to_matrix(torch.cat([directions, torch.zeros(n_dir, 1, dtype=dtype)], 1))
+    directions = fibonacci_directions(n_dir).to(device=device, dtype=dtype)
+    psi = torch.arange(n_psi, dtype=dtype, device=device) * (360.0 / n_psi)
+    base = euler_to_matrix(torch.cat([directions, torch.zeros_like(directions[:, :1])], 1))
     all_angles = torch.cat([directions.repeat_interleave(n_psi, 0), psi.repeat(n_dir)[:, None]], 1)
     orientation_matrices = euler_to_matrix(all_angles)
     confs = (
@@ -110,18 +110,18 @@ def build_library(
     )
 
 
-def shell_index(size: int) -> torch.Tensor:
+def shell_index(size: int, device=None) -> torch.Tensor:
     """Ring of each rfft2 coefficient of an S×S image: round(|k|) in cycles per box, the
     corners beyond S/2 folded into the last ring; (S, S//2 + 1) long."""
-    ky = torch.fft.fftfreq(size) * size
-    kx = torch.fft.rfftfreq(size) * size
+    ky = torch.fft.fftfreq(size, device=device) * size
+    kx = torch.fft.rfftfreq(size, device=device) * size
     radius = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
     return torch.round(radius).long().clamp(max=size // 2)
 
 
-def _rfft_weights(size: int, dtype) -> torch.Tensor:
+def _rfft_weights(size: int, dtype, device=None) -> torch.Tensor:
     """Each rfft2 column's multiplicity in the full spectrum (Parseval on the half grid)."""
-    w = torch.full((size // 2 + 1,), 2.0, dtype=dtype)
+    w = torch.full((size // 2 + 1,), 2.0, dtype=dtype, device=device)
     w[0] = 1.0
     w[-1] = 1.0
     return w
@@ -130,8 +130,8 @@ def _rfft_weights(size: int, dtype) -> torch.Tensor:
 def shell_power(images: torch.Tensor) -> torch.Tensor:
     """Power Σ|X_k|²/(S·S) per frequency ring of images (B, S, S): (B, R); sums to ‖x‖²."""
     size = images.shape[-1]
-    spectrum = torch.fft.rfft2(images).abs() ** 2 * _rfft_weights(size, images.dtype)
-    shells = shell_index(size).flatten()
+    spectrum = torch.fft.rfft2(images).abs() ** 2 * _rfft_weights(size, images.dtype, images.device)
+    shells = shell_index(size, images.device).flatten()
     out = images.new_zeros(images.shape[0], size // 2 + 1)
     out.index_add_(1, shells, spectrum.flatten(-2))
     return out / size**2
@@ -140,11 +140,11 @@ def shell_power(images: torch.Tensor) -> torch.Tensor:
 def shell_mean(values: torch.Tensor) -> torch.Tensor:
     """Mean of rfft-grid values (B, S, S//2+1) over each frequency ring: (B, R)."""
     size = values.shape[-2]
-    shells = shell_index(size).flatten()
-    weights = _rfft_weights(size, values.dtype).expand(size, -1).flatten()
+    shells = shell_index(size, values.device).flatten()
+    weights = _rfft_weights(size, values.dtype, values.device).expand(size, -1).flatten()
     total = values.new_zeros(values.shape[0], size // 2 + 1)
     total.index_add_(1, shells, values.flatten(-2) * weights)
-    count = torch.zeros(size // 2 + 1, dtype=values.dtype).index_add_(0, shells, weights)
+    count = values.new_zeros(size // 2 + 1).index_add_(0, shells, weights)
     return total / count
 
 
@@ -159,8 +159,10 @@ def shift_grid_A(max_shift_A: float, pixel_size_A: float) -> torch.Tensor:
 
 def translate(spectrum: torch.Tensor, shift_A: torch.Tensor, size: int, pixel_size_A: float):
     """Spectra (B, S, S//2+1) of images translated by ``shift_A`` (2,) Å (x, y)."""
-    ky = torch.fft.fftfreq(size, d=pixel_size_A, dtype=torch.float64)
-    kx = torch.fft.rfftfreq(size, d=pixel_size_A, dtype=torch.float64)
+    kw = {"dtype": torch.float64, "device": spectrum.device}
+    ky = torch.fft.fftfreq(size, d=pixel_size_A, **kw)
+    kx = torch.fft.rfftfreq(size, d=pixel_size_A, **kw)
+    shift_A = shift_A.to(**kw)
     phase = -2 * torch.pi * (kx[None, :] * shift_A[0] + ky[:, None] * shift_A[1])
     return spectrum * torch.polar(torch.ones_like(phase), phase).to(spectrum.dtype)
 
@@ -203,7 +205,7 @@ def search(
                 translate(spectrum, shift, level.size, level.pixel_size_A), s=images.shape[-2:]
             )
             scores, index = torch.topk((moved.flatten(-2) @ library.vectors.T) * scale, k, dim=1)
-            shift_rows = shift.to(images.dtype).expand(*index.shape, 2)
+            shift_rows = shift.to(images).expand(*index.shape, 2)
             if best_scores is None:
                 best_scores, best_index, best_shift = scores, index, shift_rows
                 continue

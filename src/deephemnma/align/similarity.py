@@ -38,13 +38,13 @@ def crop_images(images: torch.Tensor, level: Level) -> torch.Tensor:
 
 
 def ctf_filter(
-    ctf: CTFParams | None, level: Level, phase_flipped: bool, dtype=torch.float32
+    ctf: CTFParams | None, level: Level, phase_flipped: bool, dtype=torch.float32, device=None
 ) -> torch.Tensor | None:
     """The filter the data carry at this level: |CTF| for phase-flipped images, CTF for raw
     images, None without CTF. (B, S, S//2 + 1)."""
     if ctf is None:
         return None
-    values = ctf_rfft_shared(ctf, level.size, level.pixel_size_A, dtype=dtype)
+    values = ctf_rfft_shared(ctf, level.size, level.pixel_size_A, device=device, dtype=dtype)
     return values.abs() if phase_flipped else values
 
 

@@ -71,6 +71,7 @@ def make_library(
 ) -> Library:
     level = levels_for(image_size, pixel_size_A, (config.search_size,))[0]
     conformations = conformation_grid(model.n_modes, config.amplitude_range, config.grid_points)
+    conformations = conformations.to(model.coords_A.device)
     coarse = merge_narrow_gaussians(model, level.pixel_size_A)
     return build_library(
         coarse, config.library_spacing_deg, level, conformations, progress=progress
@@ -88,15 +89,15 @@ def align_images(
 ) -> Pose:
     """Estimate amplitudes, rotation and shift for images (B, N, N); returns the final
     :class:`Pose` (score: NCC at the finest level)."""
-    dtype = model.coords_A.dtype
-    images = images.to(dtype)
+    dtype, device = model.coords_A.dtype, model.coords_A.device
+    images = images.to(device=device, dtype=dtype)
     levels = levels_for(images.shape[-1], pixel_size_A, config.sizes)
     search_level = library.level
     batch = images.shape[0]
 
     # Global search on matched-filtered images.
     small = crop_images(images, search_level)
-    filt = ctf_filter(ctf, search_level, phase_flipped, dtype)
+    filt = ctf_filter(ctf, search_level, phase_flipped, dtype, device)
     _, index, origins = search(library, small, filt, config.candidates, config.max_shift_A)
     n_cand = index.shape[1]
     flat = index.reshape(-1)
@@ -105,7 +106,7 @@ def align_images(
         (
             library.amplitudes[flat]
             if library.amplitudes is not None
-            else torch.zeros(flat.shape[0], n_modes, dtype=dtype)
+            else torch.zeros(flat.shape[0], n_modes, dtype=dtype, device=device)
         )
         if n_modes
         else None
@@ -114,13 +115,13 @@ def align_images(
         library.matrices[flat],
         amplitudes,
         origins.reshape(-1, 2).to(dtype),
-        torch.zeros(flat.shape[0], dtype=dtype),
+        torch.zeros(flat.shape[0], dtype=dtype, device=device),
     )
-    rows = torch.arange(batch).repeat_interleave(n_cand)
+    rows = torch.arange(batch, device=device).repeat_interleave(n_cand)
 
     for k, level in enumerate(levels):
         level_images = crop_images(images, level)
-        level_filter = ctf_filter(ctf, level, phase_flipped, dtype)
+        level_filter = ctf_filter(ctf, level, phase_flipped, dtype, device)
         level_model = merge_narrow_gaussians(model, level.pixel_size_A)
         steps = config.steps[k]
         if k == 0:
@@ -136,7 +137,7 @@ def align_images(
                 config.lrs[k],
             )
             best = pose.score.reshape(batch, n_cand).argmax(1)
-            pose = pose.take(torch.arange(batch) * n_cand + best)
+            pose = pose.take(torch.arange(batch, device=device) * n_cand + best)
             steps -= trial
         if steps > 0:
             pose = refine(

@@ -81,6 +81,7 @@ def align(
     workers: int = typer.Option(
         None, help="Local worker processes (default: all cores; 1 runs in this process)."
     ),
+    device: str = typer.Option("cpu", help="cpu or cuda (the CUDA path is not yet benchmarked)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Stage 1: estimate normal-mode amplitudes, Euler angles (°) and shifts (Å) of every
@@ -125,10 +126,21 @@ def align(
         workers=workers,
         use_ctf=use_ctf,
         center=center,
+        device=_device(device),
         progress=not quiet,
     )
     figure = summary_figure(read_particles(star), Path(out) / "summary.png")
     _out.print(f"wrote {star} and {figure}")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name not in ("cpu", "cuda"):
+        raise InputError("unknown device", field="--device", expected="cpu or cuda", found=name)
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA is not available here", field="--device", found=name)
+    return name
 
 
 @app.command("filter")
