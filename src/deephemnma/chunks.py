@@ -15,7 +15,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from deephemnma.io.mrc import write_stack
+from deephemnma.io.mrc import chunk_filename, write_stack
 from deephemnma.progress import progress_bar
 
 
@@ -52,7 +52,7 @@ def write_chunked_stacks(
     slices = chunk_slices(n_items, chunk_size)
     with progress_bar(n_items, description, enabled=progress) as bar:
         for index, sl in enumerate(slices):
-            path = stack_dir / f"{prefix}_{index:05d}.mrcs"
+            path = stack_dir / chunk_filename(index, prefix)
             n = sl.stop - sl.start
             if not _complete(path, n, image_size):
                 images = compute(index, sl)

@@ -19,16 +19,23 @@ import torch
 from deephemnma.ctf import apply_filter
 
 
+def rfft_weights(width: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """How many columns of the full 2D spectrum each rfft2 column stands for (1 for column 0
+    and, for even widths, the last; 2 otherwise): Parseval on the half grid."""
+    weight = torch.full((width // 2 + 1,), 2.0, dtype=dtype, device=device)
+    weight[0] = 1.0
+    if width % 2 == 0:
+        weight[-1] = 1.0
+    return weight
+
+
 def rfft_mean(values: torch.Tensor, width: int) -> torch.Tensor:
     """Mean over the *full* 2D spectrum of a quantity given on the rfft2 half grid.
 
     values: (..., H, W//2 + 1); columns other than 0 and (for even W) W/2 stand for two
     columns of the full spectrum. Returns (...).
     """
-    weight = torch.full((values.shape[-1],), 2.0, dtype=values.dtype, device=values.device)
-    weight[0] = 1.0
-    if width % 2 == 0:
-        weight[-1] = 1.0
+    weight = rfft_weights(width, values.dtype, values.device)
     return (values * weight).sum((-1, -2)) / (values.shape[-2] * width)
 
 

@@ -42,15 +42,6 @@ class Pose:
         )
 
 
-def score_pose(model: AtomModel, images: torch.Tensor, data_filter, pose: Pose, level: Level):
-    """NCC (B,) of each image with the projection at ``pose``."""
-    with torch.no_grad():
-        rendered = render_filtered(
-            model, pose.matrices, pose.amplitudes, pose.shifts_A, level, data_filter
-        )
-        return ncc(rendered, images)
-
-
 def _objective(model, images, data_filter, start: Pose, level: Level, n_modes: int):
     """−NCC (B,) as a function of the scaled parameters x (B, K + 5), and the pose of x."""
 

@@ -1,46 +1,10 @@
-"""Quasi-uniform sampling of rotations (super-Fibonacci spirals, Alexa 2022)."""
+"""Sampling of projection directions and in-plane angles for the search library."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-
-from deephemnma.geometry import quaternion_to_matrix
-
-_PHI = math.sqrt(2.0)
-_PSI = 1.533751168755204288118041  # the real root of ψ⁴ = ψ + 4
-
-
-def super_fibonacci_quaternions(n: int, dtype=torch.float64) -> torch.Tensor:
-    """``n`` unit quaternions (w, x, y, z) spread uniformly over SO(3), deterministic."""
-    s = torch.arange(n, dtype=dtype) + 0.5
-    r = torch.sqrt(s / n)
-    big_r = torch.sqrt(1.0 - s / n)
-    alpha = 2.0 * math.pi * s / _PHI
-    beta = 2.0 * math.pi * s / _PSI
-    return torch.stack(
-        [
-            r * torch.sin(alpha),
-            r * torch.cos(alpha),
-            big_r * torch.sin(beta),
-            big_r * torch.cos(beta),
-        ],
-        -1,
-    )
-
-
-def uniform_projection_matrices(n: int, dtype=torch.float64) -> torch.Tensor:
-    """``n`` projection matrices ``A`` (n, 3, 3) quasi-uniform on SO(3).
-
-    The mean angular spacing is about ``(8π² / n)^(1/3)`` rad (≈ 8.5° for 24,000).
-    """
-    return quaternion_to_matrix(super_fibonacci_quaternions(n, dtype)).transpose(-1, -2)
-
-
-def spacing_deg(n: int) -> float:
-    """Typical distance between neighbouring samples of :func:`uniform_projection_matrices`."""
-    return math.degrees((8 * math.pi**2 / n) ** (1 / 3))
 
 
 def fibonacci_directions(n: int, dtype=torch.float64) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from deephemnma.align.sampling import fibonacci_directions, grid_for_spacing
 from deephemnma.align.similarity import Level
 from deephemnma.geometry import euler_to_matrix
+from deephemnma.noise import rfft_weights
 from deephemnma.progress import progress_bar
 from deephemnma.project import AtomModel, render_images
 
@@ -119,18 +120,10 @@ def shell_index(size: int, device=None) -> torch.Tensor:
     return torch.round(radius).long().clamp(max=size // 2)
 
 
-def _rfft_weights(size: int, dtype, device=None) -> torch.Tensor:
-    """Each rfft2 column's multiplicity in the full spectrum (Parseval on the half grid)."""
-    w = torch.full((size // 2 + 1,), 2.0, dtype=dtype, device=device)
-    w[0] = 1.0
-    w[-1] = 1.0
-    return w
-
-
 def shell_power(images: torch.Tensor) -> torch.Tensor:
     """Power Σ|X_k|²/(S·S) per frequency ring of images (B, S, S): (B, R); sums to ‖x‖²."""
     size = images.shape[-1]
-    spectrum = torch.fft.rfft2(images).abs() ** 2 * _rfft_weights(size, images.dtype, images.device)
+    spectrum = torch.fft.rfft2(images).abs() ** 2 * rfft_weights(size, images.dtype, images.device)
     shells = shell_index(size, images.device).flatten()
     out = images.new_zeros(images.shape[0], size // 2 + 1)
     out.index_add_(1, shells, spectrum.flatten(-2))
@@ -141,7 +134,7 @@ def shell_mean(values: torch.Tensor) -> torch.Tensor:
     """Mean of rfft-grid values (B, S, S//2+1) over each frequency ring: (B, R)."""
     size = values.shape[-2]
     shells = shell_index(size, values.device).flatten()
-    weights = _rfft_weights(size, values.dtype, values.device).expand(size, -1).flatten()
+    weights = rfft_weights(size, values.dtype, values.device).expand(size, -1).flatten()
     total = values.new_zeros(values.shape[0], size // 2 + 1)
     total.index_add_(1, shells, values.flatten(-2) * weights)
     count = values.new_zeros(size // 2 + 1).index_add_(0, shells, weights)

@@ -9,7 +9,6 @@ full CTF.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -94,14 +93,3 @@ def ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     num = (a * b).sum((-1, -2))
     den = torch.sqrt((a * a).sum((-1, -2)) * (b * b).sum((-1, -2))).clamp_min(1e-30)
     return num / den
-
-
-def normalized(images: torch.Tensor) -> torch.Tensor:
-    """Zero-mean, unit-norm images, flattened: (B, S·S); dot products are then NCCs."""
-    flat = images.flatten(-2)
-    flat = flat - flat.mean(-1, keepdim=True)
-    return flat / flat.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-
-
-def degrees(radians: torch.Tensor) -> torch.Tensor:
-    return radians * (180.0 / math.pi)
