@@ -76,8 +76,7 @@ def safe_name(name: str) -> str:
         raise InputError(
             "invalid group name",
             field="name",
-            expected="1-64 characters: letters, digits, space, _ . + -, not starting"
-            " with a symbol",
+            expected="1-64 of letters, digits, space, _ . + - (first a letter or digit)",
             found=repr(name),
         )
     return name
