@@ -447,3 +447,23 @@ def test_ddp_two_processes_on_cpu(tiny, tmp_path):
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     state = read_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     assert state["epoch"] == 1 and math.isfinite(state["history"][0]["train_total"])
+
+
+def test_predict_refine_hybrid_inference(tiny, trained, tmp_path):
+    run, _ = trained
+    val_star = run / "splits" / "val.star"
+    out = tmp_path / "hybrid.star"
+    args = ["predict", "--particles", str(val_star), "--checkpoint", str(run), "-o", str(out)]
+    args += ["--refine", "--modes", str(tiny / "modes.npz")]
+    args += ["--reference", str(tiny / "reference.pdb"), "--refine-steps", "3,2"]
+    args += ["--refine-workers", "1", "--precision", "fp32", "--threads", "1", "--quiet"]
+    assert main(args) == 0
+    network = read_particles(tmp_path / "hybrid_network.star").particles
+    refined = read_particles(out).particles
+    assert len(refined) == len(network) == len(read_particles(val_star))
+    # The network's estimates are kept beside the refined ones; no score went down.
+    np.testing.assert_array_equal(refined["deephemnmaStartAngleRot"], network["rlnAngleRot"])
+    assert (refined["deephemnmaScore"] >= refined["deephemnmaStartScore"]).all()
+    before = out.read_text()
+    assert main(args) == 0  # a rerun reuses both steps and writes the same file
+    assert out.read_text() == before

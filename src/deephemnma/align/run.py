@@ -70,7 +70,7 @@ def load_reference(reference: str, modes_path: str, mode_numbers, center: bool):
     return structure, modes
 
 
-def _model(job: AlignJob):
+def cached_model(job: AlignJob):
     from deephemnma.project import atom_model
 
     def make():
@@ -100,7 +100,7 @@ def _library(job: AlignJob):
     return _cached(("library", job.library, job.device), make)
 
 
-def _table(path: str):
+def cached_table(path: str):
     from deephemnma.io.mrc import ParticleImages
     from deephemnma.io.star import read_particles
 
@@ -120,9 +120,9 @@ def align_chunk(job: AlignJob, start: int, stop: int, out_path: str) -> str:
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
-        model = _model(job)
+        model = cached_model(job)
         library = _library(job)
-        table, images = _table(job.particles)
+        table, images = cached_table(job.particles)
         pixel_size_A = common_pixel_size_A(table)
         ctf = ctf_parameters(table) if job.use_ctf else None
         poses = []
@@ -159,7 +159,7 @@ def align_chunk(job: AlignJob, start: int, stop: int, out_path: str) -> str:
     return out_path
 
 
-def _chunk_complete(path: Path, n: int) -> bool:
+def chunk_complete(path: Path, n: int) -> bool:
     try:
         with np.load(path) as data:
             return data["score"].shape == (n,)
@@ -196,9 +196,9 @@ def align_dataset(
     out = Path(out_dir)
     (out / "chunks").mkdir(parents=True, exist_ok=True)
     table = read_particles(particles)
-    phase_flipped = _phase_flipped(table)
+    phase_flipped = phase_flipped_data(table)
     if use_ctf:
-        _require_ctf(table, particles, phase_flipped)
+        require_ctf(table, particles, phase_flipped)
     if mode_numbers is None:
         mode_numbers = tuple(int(m) for m in load_modes(modes).mode_numbers if m > 6)
     structure, mode_set = load_reference(str(reference), str(modes), mode_numbers, center)
@@ -216,7 +216,7 @@ def align_dataset(
         "use_ctf": use_ctf,
         "center": center,
     }
-    _claim(out / "config.json", record)
+    claim_folder(out / "config.json", record)
 
     library_path = out / f"library_{config.search_size}.pt"
     if not library_path.exists():
@@ -243,24 +243,26 @@ def align_dataset(
     n = len(table)
     chunks = [(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
     paths = [out / "chunks" / f"chunk_{k:05d}.npz" for k in range(len(chunks))]
-    todo = [(k, c) for k, c in enumerate(chunks) if not _chunk_complete(paths[k], c[1] - c[0])]
-    _run_chunks(job, todo, paths, chunks, scheduler, workers, progress)
+    todo = [(k, c) for k, c in enumerate(chunks) if not chunk_complete(paths[k], c[1] - c[0])]
+    run_chunks(align_chunk, job, todo, paths, chunks, scheduler, workers, progress, "align")
     star = _write_results(table, paths, mode_numbers, out / "particles.star")
     atomic_write_text(out / "summary.json", json.dumps(_summary(star), indent=2))
     return star
 
 
-def _run_chunks(job, todo, paths, chunks, scheduler, workers, progress) -> None:
+def run_chunks(worker, job, todo, paths, chunks, scheduler, workers, progress, label: str) -> None:
+    """Run ``worker(job, start, stop, path)`` for each ``(k, (start, stop))`` of ``todo``:
+    in this process (workers == 1), on a local Dask cluster, or on ``scheduler``."""
     from deephemnma.progress import progress_bar
 
     total = sum(stop - start for start, stop in chunks)
     done = total - sum(c[1] - c[0] for _, c in todo)
     workers = workers or os.cpu_count() or 1
-    with progress_bar(total, "align", progress) as bar:
+    with progress_bar(total, label, progress) as bar:
         bar.advance(done)
         if scheduler is None and workers == 1:
             for k, (start, stop) in todo:
-                align_chunk(job, start, stop, str(paths[k]))
+                worker(job, start, stop, str(paths[k]))
                 bar.advance(stop - start)
             return
         from dask.distributed import Client, LocalCluster, as_completed
@@ -273,8 +275,7 @@ def _run_chunks(job, todo, paths, chunks, scheduler, workers, progress) -> None:
         client = Client(scheduler if scheduler is not None else cluster)
         try:
             futures = {
-                client.submit(align_chunk, job, start, stop, str(paths[k]), pure=False): stop
-                - start
+                client.submit(worker, job, start, stop, str(paths[k]), pure=False): stop - start
                 for k, (start, stop) in todo
             }
             for future in as_completed(futures):
@@ -286,14 +287,14 @@ def _run_chunks(job, todo, paths, chunks, scheduler, workers, progress) -> None:
                 cluster.close()
 
 
-def _phase_flipped(table) -> bool:
+def phase_flipped_data(table) -> bool:
     optics = table.optics
     if "rlnCtfDataArePhaseFlipped" not in optics:
         return False
     return bool(int(optics["rlnCtfDataArePhaseFlipped"].iloc[0]))
 
 
-def _require_ctf(table, path, phase_flipped: bool) -> None:
+def require_ctf(table, path, phase_flipped: bool) -> None:
     from deephemnma.io.star import ctf_parameters
 
     try:
@@ -310,7 +311,7 @@ def _require_ctf(table, path, phase_flipped: bool) -> None:
         ) from None
 
 
-def _claim(path: Path, record: dict) -> None:
+def claim_folder(path: Path, record: dict) -> None:
     from deephemnma.io.atomic import atomic_write_text
 
     record = json.loads(json.dumps(record))  # tuples become lists, as in the file

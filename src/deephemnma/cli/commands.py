@@ -7,6 +7,7 @@ from deephemnma.cli import (  # noqa: F401
     nma,
     predict,
     preprocess,
+    refine,
     simulate,
     train,
 )

@@ -41,11 +41,39 @@ def predict_command(
     threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
     workers: int = typer.Option(-1, help="Image-reading processes (-1: auto, 0 on CPU)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    refine: bool = typer.Option(
+        False,
+        "--refine/--no-refine",
+        help="Hybrid inference: refine each prediction against its image (needs --modes and "
+        "--reference; see 'deephemnma refine'). Predictions go to OUT_network.star, the "
+        "refinement's chunks to OUT.refine/, the refined estimates to OUT.",
+    ),
+    modes: Path = typer.Option(None, help="Modes file (.npz), for --refine."),
+    reference: Path = typer.Option(None, help="Reference atomic model, for --refine."),
+    refine_sizes: str = typer.Option("64,128", help="Refinement boxes, pixels (--refine)."),
+    refine_steps: str = typer.Option("15,10", help="Optimizer steps per box (--refine)."),
+    refine_workers: int = typer.Option(
+        None, help="Refinement worker processes (default: all cores; 1: this process)."
+    ),
 ) -> None:
     """Predict normal-mode amplitudes, orientations and shifts of particles with a network
-    from 'deephemnma train'; memory stays bounded for any number of particles."""
+    from 'deephemnma train'; memory stays bounded for any number of particles. With
+    --refine, each prediction is then refined against its image (hybrid inference)."""
     from deephemnma.network.predict import predict
 
+    options = {
+        "device": device,
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        "precision": precision,
+        "threads": threads,
+        "workers": workers,
+        "progress": not quiet,
+    }
+    if refine:
+        _predict_refined(particles, checkpoint, out, modes, reference, options,
+                         refine_sizes, refine_steps, refine_workers)  # fmt: skip
+        return
     result = predict(
         particles,
         checkpoint,
@@ -62,4 +90,42 @@ def predict_command(
         f"predicted {result['n']} particles in {result['seconds']:.1f} s "
         f"({result['images_per_s']:.0f} images/s, {result['device']}"
         f"{', bf16' if result['bf16'] else ''}): {result['out']}"
+    )
+
+
+def _predict_refined(
+    particles, checkpoint, out, modes, reference, options, sizes, steps, workers
+) -> None:
+    from deephemnma.align.refine_run import predict_and_refine
+    from deephemnma.cli.align import _device
+    from deephemnma.cli.refine import refine_config
+    from deephemnma.errors import InputError
+
+    for value, flag in ((modes, "--modes"), (reference, "--reference")):
+        if value is None:
+            raise InputError("--refine needs the modes and the reference", field=flag)
+    import torch
+
+    device = str(options["device"])
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    refine_device = "cuda" if on_gpu else "cpu"
+    result = predict_and_refine(
+        particles,
+        checkpoint,
+        out,
+        modes,
+        reference,
+        refine_config(sizes, steps, restarts=6, global_search=True),
+        predict_options=options,
+        refine_options={
+            "workers": workers,
+            "device": _device(refine_device),
+            "progress": options["progress"],
+        },
+    )
+    methods = ", ".join(f"{k}: {v}" for k, v in result["refine"]["methods"].items())
+    _out.print(
+        f"refined {result['refine']['particles']} predictions ({methods}); mean NCC "
+        f"{result['refine']['start_score_mean']:.3f} → {result['refine']['score_mean']:.3f}: "
+        f"{result['out']}"
     )
