@@ -211,3 +211,46 @@ def test_cli_refine_and_bad_input(noise_free, tmp_path, capsys):
     assert "rlnAngleRot" in capsys.readouterr().err
     with pytest.raises(InputError):
         RefineConfig(sizes=(64, 128), steps=(5,))
+
+
+@pytest.mark.slow
+def test_a_million_particles_stream_in_bounded_memory(noise_free, tmp_path):
+    """1,000,000 particles (the eight images, repeated): refinement reads only its chunk's
+    images, so memory stays far below what the images would take (16 GB at 64², float32)."""
+    import subprocess
+    import sys
+
+    start = _perturbed(noise_free, "million_start.star", 1.0, 5.0, 0.2)
+    text = start.read_text()
+    header, body = text[: text.rindex("loop_")], text[text.rindex("loop_") :]
+    lines = body.rstrip("\n").split("\n")
+    labels = [line for line in lines if line.startswith("_") or line == "loop_"]
+    rows = [line for line in lines if line.strip() and line not in labels]
+    # Image paths are relative to the STAR's folder: keep the file beside the original.
+    big = noise_free / "million.star"
+    with open(big, "w") as handle:
+        handle.write(header + "\n".join(labels) + "\n")
+        block = "\n".join(rows) + "\n"
+        for _ in range(1_000_000 // len(rows)):
+            handle.write(block)
+    script = f"""
+import resource, torch
+from deephemnma.align.hybrid import RefineConfig
+from deephemnma.align.refine_run import refine_dataset
+torch.set_num_threads(1)
+out = refine_dataset({str(big)!r}, {str(noise_free / "sim" / "modes.npz")!r},
+    {str(noise_free / "sim" / "reference.pdb")!r}, {str(tmp_path / "million")!r},
+    config=RefineConfig(sizes=(64,), steps=(2,), lrs=(0.1,)), chunk_size=16, workers=1,
+    progress=False, stop_after_chunks=2)
+assert out is None
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_mb = int(done.stdout.split()[-1])
+    assert peak_mb < 4000, peak_mb
+    chunks = sorted((tmp_path / "million" / "chunks").glob("chunk_*.npz"))
+    assert len(chunks) == 2
+    with np.load(chunks[1]) as data:
+        assert data["score"].shape == (16,)
+        assert (data["score"] >= data["start_score"]).all()
