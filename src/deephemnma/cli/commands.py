@@ -2,8 +2,10 @@
 
 from deephemnma.cli import (  # noqa: F401
     align,
+    analyze,
     demo,
     evaluate,
+    export,
     nma,
     predict,
     preprocess,
