@@ -19,14 +19,17 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/deephemnma demo --out demo-output
 
-# RELION's own projector cross-checks our conventions (tests/test_relion_conventions.py).
-# Debian packages it; installing needs root (CI has it). Without it that test is skipped
-# locally and fails in CI.
+# RELION's own projector cross-checks our conventions (tests/test_relion_conventions.py);
+# Chromium and its WebDriver run the explorer's browser test (tests/test_explore_browser.py).
+# Debian packages both; installing needs root (CI has it). Without them those tests are
+# skipped locally and fail in CI.
+SYSTEM_PACKAGES = relion chromium chromium-driver
 system-deps:
-	@command -v relion_project >/dev/null 2>&1 || \
+	@{ command -v relion_project && command -v chromium && command -v chromedriver ; } \
+	    >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq relion >/dev/null) ; } || \
-	  echo "note: relion not installed; the RELION cross-check will be skipped"
+	    apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null) ; } || \
+	  echo "note: $(SYSTEM_PACKAGES) not all installed; tests that need them will be skipped"
 
 test: venv system-deps
 	$(PY) -m ruff check src tests bench

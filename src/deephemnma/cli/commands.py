@@ -5,6 +5,7 @@ from deephemnma.cli import (  # noqa: F401
     analyze,
     demo,
     evaluate,
+    explore,
     export,
     nma,
     predict,
