@@ -48,7 +48,12 @@ class RefineConfig:
     ``restarts`` local restarts (rotations of ``restart_angle_deg`` about the image axes
     around the start, each refined ``restart_steps`` steps at the first level before the best
     goes through the whole schedule); still failed, it gets Stage 1's global search when
-    ``global_search`` is on and a library is given.
+    ``global_search`` is on and a library is given. min_score: an absolute NCC below which a
+    particle also counts as failed — what correct fits of these data reach, e.g. from
+    Stage 1's scores (:func:`score_floor`); it catches a network that is wrong for most
+    particles, where the chunk's own median says nothing. When more than
+    ``restart_max_fraction`` of a batch failed, the start is not worth restarting around
+    and the failed particles go straight to the global search.
     """
 
     sizes: tuple[int, ...] = (64, 128)
@@ -60,6 +65,8 @@ class RefineConfig:
     restart_steps: int = 8
     global_search: bool = True
     batch_size: int = 32
+    min_score: float | None = None
+    restart_max_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         check_settings(
@@ -176,6 +183,17 @@ def low_score_threshold(score: torch.Tensor, outlier_mad: float) -> float:
     return float(median - outlier_mad * sigma)
 
 
+def score_floor(scores, outlier_mad: float = 4.0) -> float:
+    """The NCC below which a fit counts as failed, from scores of fits known to be mostly
+    right (e.g. Stage 1's on the training subset): median − outlier_mad · 1.4826 · MAD."""
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    scores = scores[torch.isfinite(scores)]
+    if scores.numel() < 4:
+        return -math.inf
+    median = scores.median()
+    return float(median - outlier_mad * 1.4826 * (scores - median).abs().median())
+
+
 def restart_rotations(count: int, angle_deg: float, dtype=torch.float64, device=None):
     """``count`` rotations (count, 3, 3) of ``angle_deg`` about ±x, ±y, ±z (image frame) in
     that order, then about the diagonals; deterministic, so reruns agree."""
@@ -281,8 +299,11 @@ def refine_from(
     method = torch.where(won, REFINED, KEPT_START).to(torch.int8)
 
     threshold = low_score_threshold(pose.score[finite], config.outlier_mad)
+    if config.min_score is not None:
+        threshold = max(threshold, config.min_score)
     failed = finite & (pose.score < threshold)
-    if config.restarts and failed.any():
+    hopeless = float(failed.float().mean()) > config.restart_max_fraction
+    if config.restarts and failed.any() and not (hopeless and library is not None):
         index = torch.nonzero(failed).flatten()
         retry = _restart(prepared.rows(index), pose.take(index), config)
         merged, won = _better(pose.take(index), retry)

@@ -11,6 +11,7 @@ from deephemnma.cli import (  # noqa: F401
     predict,
     preprocess,
     refine,
+    run,
     simulate,
     train,
 )

@@ -13,7 +13,9 @@ from deephemnma.cli.main import app
 _out = Console()
 
 
-def refine_config(sizes: str, steps: str, restarts: int, global_search: bool):
+def refine_config(
+    sizes: str, steps: str, restarts: int, global_search: bool, min_score: float | None = None
+):
     """A RefineConfig from the CLI's comma-separated sizes and steps."""
     from deephemnma.align.hybrid import RefineConfig
     from deephemnma.cli.align import _int_tuple
@@ -34,7 +36,23 @@ def refine_config(sizes: str, steps: str, restarts: int, global_search: bool):
         lrs=tuple(rates[: len(size_list)]),
         restarts=restarts,
         global_search=global_search,
+        min_score=min_score,
     )
+
+
+def min_score_from(star: Path | None) -> float | None:
+    """The failure floor from a STAR of trusted fits (Stage 1's deephemnmaScore)."""
+    if star is None:
+        return None
+    from deephemnma.align.hybrid import score_floor
+    from deephemnma.errors import InputError
+    from deephemnma.io.star import read_particles
+
+    table = read_particles(star)
+    if "deephemnmaScore" not in table.particles:
+        raise InputError("no scores to set the failure floor from", path=star,
+                         field="deephemnmaScore", expected="a Stage-1 ('align') STAR")  # fmt: skip
+    return score_floor(table.particles["deephemnmaScore"].to_numpy())
 
 
 @app.command("refine")
@@ -63,6 +81,16 @@ def refine(
         "--global-search/--no-global-search",
         help="Last resort for particles still low after the restarts: Stage 1's search.",
     ),
+    min_score: float = typer.Option(
+        None,
+        help="NCC below which a particle counts as failed (restarts, then global search), "
+        "besides being a low outlier of its chunk. Scores are at the finest box.",
+    ),
+    score_reference: Path = typer.Option(
+        None,
+        help="Stage-1 STAR ('align' output, same boxes) whose scores set --min-score: "
+        "median − 4·1.4826·MAD of its deephemnmaScore.",
+    ),
     center: bool = typer.Option(
         True, "--center/--no-center", help="Center the reference as 'align' does."
     ),
@@ -85,7 +113,9 @@ def refine(
     from deephemnma.cli.options import parse_mode_list
     from deephemnma.io.star import read_particles
 
-    config = refine_config(sizes, steps, restarts, global_search)
+    if min_score is None:
+        min_score = min_score_from(score_reference)
+    config = refine_config(sizes, steps, restarts, global_search, min_score)
     numbers = None if mode_numbers is None else tuple(parse_mode_list(mode_numbers))
     star = refine_dataset(
         particles,
