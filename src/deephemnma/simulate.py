@@ -248,11 +248,12 @@ def simulate_dataset(
     ground_truth: STAR-style rows to render (``--poses``); sampled from ``config`` if None.
     optics: the optics table those rows link to (microscope, pixel size); from ``config`` if
     None.
-    Writes ``particles.star``, ``stacks/particles_NNNNN.mrcs``, ``reference.pdb``,
+    Writes ``particles.star``, ``stacks/particles_NNNNN.mrcs``, ``reference.pdb`` (``.cif`` when
+    the atoms do not fit PDB),
     ``modes.npz`` (if any), ``simulation.json`` and, with ``write_map``, ``reference_map.mrc``.
     Resumes an interrupted run with the same settings; refuses to mix different settings.
     """
-    from deephemnma.io.pdb import write_structure
+    from deephemnma.io.pdb import reference_path, write_structure
     from deephemnma.io.star import ParticleTable, write_particles
 
     config.validate()
@@ -298,7 +299,7 @@ def simulate_dataset(
     table = _table(ground_truth, optics, config)
     particles = table.particles.copy()
     particles.insert(0, "rlnImageName", names)
-    write_structure(out / "reference.pdb", structure)
+    write_structure(reference_path(out, structure), structure)
     if modes is not None:
         from deephemnma.nma.modes import save_modes
 

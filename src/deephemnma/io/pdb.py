@@ -261,6 +261,22 @@ def write_structure(path: str | os.PathLike, structure: Structure) -> Path:
     return write_models(path, structure, coords)
 
 
+def reference_path(folder: str | os.PathLike, structure: Structure, stem: str = "reference"):
+    """``folder/stem.pdb``, or ``stem.cif`` when the atoms do not fit the PDB format (chain
+    names longer than two characters, as in large complexes, or more than 99,999 atoms)."""
+    fits = structure.n_atoms <= 99_999 and all(len(str(c)) <= 2 for c in set(structure.chain_id))
+    return Path(folder) / f"{stem}{'.pdb' if fits else '.cif'}"
+
+
+def find_reference(folder: str | os.PathLike, stem: str = "reference") -> Path:
+    """The model :func:`reference_path` wrote in ``folder`` (.pdb or .cif)."""
+    for suffix in (".pdb", ".cif"):
+        path = Path(folder) / f"{stem}{suffix}"
+        if path.exists():
+            return path
+    raise InputError("reference model not found", path=Path(folder) / f"{stem}.pdb")
+
+
 def write_models(
     path: str | os.PathLike, structure: Structure, coords_A_per_model: np.ndarray
 ) -> Path:

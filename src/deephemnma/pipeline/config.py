@@ -55,6 +55,8 @@ class Stage1Section:
     sizes: str = _key("32,64,128", "Refinement boxes in pixels, coarse to fine.")
     steps: str = _key("20,10,10", "Optimizer steps per box.")
     amplitude_range: float = _key(200.0, "Largest |amplitude| expected (library grid).")
+    library_spacing_deg: float = _key(12.0, "Orientation spacing of the search library, °.")
+    candidates: int = _key(6, "Library matches refined per image.")
     chunk_size: int = _key(256, "Particles per resumable chunk.")
 
 

@@ -7,7 +7,7 @@ runs on a random subset of rows, prediction on the others.
 
 Project layout (one folder per step, each with its ``step.json``)::
 
-    nma/          modes.npz, reference.pdb (the selected atoms), modes.png
+    nma/          modes.npz, reference.pdb or .cif (the selected atoms), modes.png
     preprocess/   particles.star (+ stacks), truth.star (ground truth under these names)
     stage1/       subset.star, particles.star (Stage-1 estimates), summary.json/.png
     filter/       particles.star (kept), particles.png
@@ -49,7 +49,9 @@ class Context:
         return self.folder("nma") / "modes.npz"
 
     def reference(self) -> Path:
-        return self.folder("nma") / "reference.pdb"
+        from deephemnma.io.pdb import find_reference
+
+        return find_reference(self.folder("nma"))
 
     def mode_numbers(self) -> tuple[int, ...]:
         from deephemnma.nma.modes import parse_mode_numbers
@@ -95,7 +97,7 @@ def _require(path: Path | None, key: str) -> Path:
 
 
 def run_nma(ctx: Context) -> dict:
-    from deephemnma.io.pdb import read_structure, write_structure
+    from deephemnma.io.pdb import read_structure, reference_path, write_structure
     from deephemnma.nma.export import plot_modes
     from deephemnma.nma.modes import compute_modes, load_modes, parse_mode_numbers, save_modes
 
@@ -117,7 +119,7 @@ def run_nma(ctx: Context) -> dict:
         )
     parse_mode_numbers(cfg.modes, available=modes.mode_numbers)  # fail early on bad modes
     save_modes(out / "modes.npz", modes)
-    write_structure(out / "reference.pdb", modes.structure)
+    write_structure(reference_path(out, modes.structure), modes.structure)
     plot_modes(out / "modes.png", modes.select(list(ctx.mode_numbers())))
     _write_config(out, ctx, ["nma"])
     return {"atoms": int(modes.structure.n_atoms), "modes": list(ctx.mode_numbers())}
@@ -197,6 +199,8 @@ def run_stage1(ctx: Context) -> dict:
         steps=steps,
         lrs=tuple([1.0, 0.3, 0.1, 0.1, 0.1][: len(sizes)]),
         amplitude_range=cfg.amplitude_range,
+        library_spacing_deg=cfg.library_spacing_deg,
+        candidates=cfg.candidates,
     )
     star = align_dataset(
         subset,
