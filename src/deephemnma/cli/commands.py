@@ -10,6 +10,7 @@ from deephemnma.cli import (  # noqa: F401
     nma,
     predict,
     preprocess,
+    reconstruct,
     refine,
     run,
     simulate,

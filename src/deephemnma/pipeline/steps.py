@@ -7,7 +7,8 @@ runs on a random subset of rows, prediction on the others.
 
 Project layout (one folder per step, each with its ``step.json``)::
 
-    nma/          modes.npz, reference.pdb or .cif (the selected atoms), modes.png
+    nma/          modes.npz, analysis_modes.npz, reference.pdb or .cif (the selected
+                  atoms), modes.png
     preprocess/   particles.star (+ stacks), truth.star (ground truth under these names)
     stage1/       subset.star, particles.star (Stage-1 estimates), summary.json/.png
     filter/       particles.star (kept), particles.png
@@ -119,6 +120,8 @@ def run_nma(ctx: Context) -> dict:
         )
     parse_mode_numbers(cfg.modes, available=modes.mode_numbers)  # fail early on bad modes
     save_modes(out / "modes.npz", modes)
+    # The analysis modes alone: what the amplitude columns of every later step hold.
+    save_modes(out / "analysis_modes.npz", modes.select(list(ctx.mode_numbers())))
     write_structure(reference_path(out, modes.structure), modes.structure)
     plot_modes(out / "modes.png", modes.select(list(ctx.mode_numbers())))
     _write_config(out, ctx, ["nma"])
@@ -433,27 +436,29 @@ def original_images_for(ctx: Context, table) -> Path:
 
 def run_reconstruct(ctx: Context) -> dict:
     from deephemnma.io.star import read_particles
-    from deephemnma.reconstruct.group import ReconstructSettings, reconstruct_groups
+    from deephemnma.reconstruct.group import ReconstructionSettings
+    from deephemnma.reconstruct.run import run_reconstruct
 
     out = ctx.folder("reconstruct")
     particles = ctx.folder("analyze") / "particles.star"
-    if not particles.exists():
+    if not particles.exists():  # analyze wrote no combined table: one source only
         particles = ctx.folder("predict") / "particles.star"
+        if not particles.exists():
+            particles = ctx.folder("filter") / "particles.star"
     table = read_particles(particles)
     images = original_images_for(ctx, table) if ctx.config.reconstruct.original_size else None
-    settings = ReconstructSettings(min_particles=ctx.config.reconstruct.min_particles)
-    summary = reconstruct_groups(
+    summary = run_reconstruct(
         particles,
         out,
-        groups=ctx.folder("analyze") / "groups.json",
+        ReconstructionSettings(device=ctx.device()),
+        groups_file=ctx.folder("analyze") / "groups.json",
         images=images,
-        modes=ctx.modes(),
-        settings=settings,
-        device=ctx.device(),
+        modes=ctx.folder("nma") / "analysis_modes.npz",
+        min_particles=ctx.config.reconstruct.min_particles,
         progress=ctx.config.project.progress,
     )
     _write_config(out, ctx, ["reconstruct"])
-    return {"groups": len(summary.get("groups", summary))}
+    return {"groups": len(summary.get("groups", []))}
 
 
 def run_report(ctx: Context) -> dict:

@@ -1,0 +1,198 @@
+"""``deephemnma reconstruct`` as a library call: resolve the groups, reconstruct each, write
+``OUT/<group folder>/…`` and ``OUT/summary.json`` (layout in docs/reconstruct.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from deephemnma import __version__
+from deephemnma.errors import InputError
+from deephemnma.io.atomic import atomic_write_text
+from deephemnma.reconstruct.group import (
+    ReconstructionSettings,
+    group_summary,
+    model_map,
+    particle_data,
+    reconstruct_group,
+    with_model,
+    write_group,
+)
+
+FORMAT = "deephemnma-reconstruct"
+VERSION = 1
+ALL = "all"
+
+
+def resolve_groups(
+    n_particles: int,
+    groups_file: str | os.PathLike | None = None,
+    names: Sequence[str] = (),
+    space_file: str | os.PathLike | None = None,
+) -> dict[str, np.ndarray]:
+    """Row indices of each group to reconstruct: every particle as ``all`` without a group
+    file; else the file's groups (or only ``names``). Polygon groups need the reduced-space
+    coordinates: ``space_file``, else ``space.npz`` next to the group file (key ``coords``)."""
+    from deephemnma.groups import read_groups
+
+    if groups_file is None:
+        if names:
+            raise InputError("--group needs --groups", field="--group", found=", ".join(names))
+        return {ALL: np.arange(n_particles)}
+    group_set = read_groups(groups_file)
+    if group_set.n_particles is not None and group_set.n_particles != n_particles:
+        raise InputError(
+            "the group file was made for another particle table",
+            path=groups_file,
+            field="n_particles",
+            expected=f"{n_particles} (rows of the particle STAR)",
+            found=str(group_set.n_particles),
+        )
+    if names:
+        from deephemnma.groups import GroupSet
+
+        group_set = GroupSet(
+            tuple(group_set.get(n) for n in names), group_set.n_particles, group_set.particles
+        )
+    coords = None
+    if any(g.indices is None for g in group_set.groups):
+        space = Path(space_file) if space_file else Path(groups_file).parent / "space.npz"
+        if not space.is_file():
+            polygon = next(g.name for g in group_set.groups if g.indices is None)
+            raise InputError(
+                f"group '{polygon}' is a polygon in the reduced space; its coordinates are "
+                "needed (--space FILE, or space.npz next to the group file)",
+                path=space,
+                expected="an .npz file with 'coords' (N, K)",
+            )
+        with np.load(space) as record:
+            if "coords" not in record:
+                raise InputError("no reduced-space coordinates", path=space, field="coords")
+            coords = np.asarray(record["coords"])
+        if coords.ndim != 2 or len(coords) != n_particles:
+            raise InputError(
+                "reduced-space coordinates do not match the particle table",
+                path=space,
+                field="coords",
+                expected=f"({n_particles}, K)",
+                found=str(coords.shape),
+            )
+    resolved = group_set.resolve(coords)
+    for name, rows in resolved.items():
+        if len(rows) and rows[-1] >= n_particles:
+            raise InputError(
+                f"group '{name}' has row indices out of range",
+                path=groups_file,
+                field="indices",
+                expected=f"0 ≤ index < {n_particles}",
+                found=str(int(rows[-1])),
+            )
+    return resolved
+
+
+def run_reconstruct(
+    particles: str | os.PathLike,
+    out: str | os.PathLike,
+    settings: ReconstructionSettings,
+    groups_file: str | os.PathLike | None = None,
+    group_names: Sequence[str] = (),
+    images: str | os.PathLike | None = None,
+    modes: str | os.PathLike | None = None,
+    space_file: str | os.PathLike | None = None,
+    min_particles: int = 100,
+    amplitude_suffix: str = "",
+    progress: bool = True,
+    warn: Callable[[str], None] = print,
+) -> dict:
+    """Reconstruct every group with at least ``min_particles`` particles (the others are
+    skipped with a warning; InputError when none is left); returns the run summary that is
+    also written to ``OUT/summary.json``."""
+    from deephemnma.groups import folder_name
+    from deephemnma.io.star import amplitudes, read_particles
+
+    settings.validate()
+    started = time.perf_counter()
+    poses = read_particles(particles)
+    data = particle_data(poses, read_particles(images) if images is not None else None)
+    groups = resolve_groups(len(poses), groups_file, group_names, space_file)
+    mode_set = None
+    if modes is not None:
+        from deephemnma.nma.modes import load_modes
+
+        mode_set = load_modes(modes)
+        mode_numbers, values = amplitudes(poses, amplitude_suffix)
+        columns = [
+            int(np.flatnonzero(mode_numbers == m)[0])
+            for m in mode_set.mode_numbers
+            if m in mode_numbers
+        ]
+        if len(columns) != mode_set.n_modes:
+            raise InputError(
+                "the particle STAR lacks amplitudes for some modes of the modes file",
+                path=particles,
+                field=f"deephemnmaAmplitudeNN{amplitude_suffix}",
+                expected=", ".join(str(int(m)) for m in mode_set.mode_numbers),
+                found=", ".join(str(int(m)) for m in mode_numbers),
+            )
+        group_amplitudes = values[:, columns]
+    skipped, kept = [], {}
+    for name, rows in groups.items():
+        if len(rows) < max(min_particles, 2):
+            warn(
+                f"skipping group '{name}': {len(rows)} particles, fewer than "
+                f"--min-particles {min_particles}"
+            )
+            skipped.append({"name": name, "n_particles": int(len(rows)), "reason": "too few"})
+        else:
+            kept[name] = rows
+    if not kept:
+        raise InputError(
+            "no group has enough particles to reconstruct",
+            field="--min-particles",
+            expected=f"at least one group with ≥ {min_particles} particles",
+            found=", ".join(f"{s['name']}: {s['n_particles']}" for s in skipped),
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    for name, rows in kept.items():
+        folder = folder_name(name)
+        result = reconstruct_group(data, rows, settings, name=name, progress=progress)
+        if mode_set is not None:
+            t = time.perf_counter()
+            mean = group_amplitudes[rows].mean(0)
+            box = result.map.shape[0]
+            model = model_map(mode_set, mean, box, result.voxel_size_A, device=settings.device)
+            extra = {
+                "mean_amplitudes": {
+                    f"{int(m):02d}": round(float(v), 4)
+                    for m, v in zip(mode_set.mode_numbers, mean, strict=True)
+                }
+            }
+            result = with_model(result, model, extra)
+            result.timing_s["model_map_and_fsc"] = round(time.perf_counter() - t, 3)
+        summary = {"folder": folder, **group_summary(result)}
+        write_group(out / folder, result, summary)
+        summaries.append(summary)
+    record = {
+        "format": FORMAT,
+        "version": VERSION,
+        "deephemnma": __version__,
+        "particles": str(particles),
+        "images": None if images is None else str(images),
+        "groups_file": None if groups_file is None else str(groups_file),
+        "modes": None if modes is None else str(modes),
+        "settings": {**asdict(settings), "min_particles": min_particles},
+        "ctf_mode": data.ctf_mode,
+        "groups": summaries,
+        "skipped": skipped,
+        "total_s": round(time.perf_counter() - started, 3),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(record, indent=1))
+    return record
