@@ -12,6 +12,7 @@ from deephemnma.cli import (  # noqa: F401
     preprocess,
     reconstruct,
     refine,
+    report,
     run,
     simulate,
     train,

@@ -130,4 +130,4 @@ def benchmark_command(
     )
     _out.print((Path(root) / "evaluate" / "table.txt").read_text())
     _out.print(format_cost(record["cost"]))
-    _out.print(f"report: {Path(root) / 'report' / 'report.html'}")
+    _out.print(f"report: {Path(root) / 'report.html'}")

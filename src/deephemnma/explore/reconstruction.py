@@ -35,6 +35,8 @@ class ReconstructRequest:
     group: str
     modes: Path | None = None
     size: int | None = None
+    # A group the user picked is reconstructed however small; its FSC says what it is worth.
+    min_particles: int = 2
 
 
 CommandFactory = Callable[[ReconstructRequest], list[str]]
@@ -54,6 +56,8 @@ def reconstruct_command(request: ReconstructRequest) -> list[str]:
         str(request.groups),
         "--group",
         request.group,
+        "--min-particles",
+        str(int(request.min_particles)),
     ]
     if request.modes is not None:
         command += ["--modes", str(request.modes)]

@@ -197,6 +197,7 @@ def standin_reconstruct(argv: list[str]) -> int:
     parser.add_argument("--groups", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--modes")
+    parser.add_argument("--min-particles", type=int, default=2)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--fail", action="store_true")

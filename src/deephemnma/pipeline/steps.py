@@ -17,7 +17,7 @@ Project layout (one folder per step, each with its ``step.json``)::
     evaluate/     evaluation.json, table.txt, scatter*.png, helix.png (with ground truth)
     analyze/      space.npz, groups.json, figures, models/, trajectories/
     reconstruct/  <group>/map.mrc, half maps, FSC; images.star
-    report/       report.html
+    report.html   the HTML report (step record in report/)
 """
 
 from __future__ import annotations
@@ -464,7 +464,7 @@ def run_reconstruct(ctx: Context) -> dict:
 def run_report(ctx: Context) -> dict:
     from deephemnma.report import write_report
 
-    path = write_report(ctx.root, ctx.folder("report") / "report.html")
+    path = write_report(ctx.root)  # PROJECT/report.html, where users look first
     return {"report": str(path)}
 
 

@@ -127,19 +127,18 @@ def run_reconstruct(
 
         mode_set = load_modes(modes)
         mode_numbers, values = amplitudes(poses, amplitude_suffix)
-        columns = [
-            int(np.flatnonzero(mode_numbers == m)[0])
-            for m in mode_set.mode_numbers
-            if m in mode_numbers
-        ]
-        if len(columns) != mode_set.n_modes:
+        missing = [int(m) for m in mode_numbers if m not in set(mode_set.mode_numbers)]
+        if missing or len(mode_numbers) == 0:
             raise InputError(
-                "the particle STAR lacks amplitudes for some modes of the modes file",
-                path=particles,
-                field=f"deephemnmaAmplitudeNN{amplitude_suffix}",
-                expected=", ".join(str(int(m)) for m in mode_set.mode_numbers),
-                found=", ".join(str(int(m)) for m in mode_numbers),
+                "the modes file lacks modes that the particle STAR has amplitudes for",
+                path=modes,
+                field="mode_numbers",
+                expected=", ".join(str(int(m)) for m in mode_numbers) or "amplitude columns",
+                found=", ".join(str(int(m)) for m in mode_set.mode_numbers),
             )
+        # The centroid model deforms along the STAR's modes; other modes of the file rest.
+        mode_set = mode_set.select([int(m) for m in mode_numbers])
+        columns = list(range(len(mode_numbers)))
         group_amplitudes = values[:, columns]
     skipped, kept = [], {}
     for name, rows in groups.items():
