@@ -261,3 +261,19 @@ def test_ribosome_chain_subset_and_cif_round_trip(ribosome_all, tmp_path: Path):
     back = read_structure(write_structure(tmp_path / "sub.cif", sub), "all")
     np.testing.assert_allclose(back.coords_A, sub.coords_A, atol=1e-6)
     assert back.chain_id.tolist() == sub.chain_id.tolist()
+
+
+def test_long_chain_names_need_mmcif_or_short_codes(tmp_path):
+    import dataclasses
+
+    from deephemnma.io.pdb import reference_path, short_chain_ids
+
+    structure = read_structure(package_data_path("4ake_A.pdb"), selection="heavy")
+    names = np.where(np.arange(structure.n_atoms) < 800, "L50", "S10")
+    long = dataclasses.replace(structure, chain_id=names)
+    assert reference_path(tmp_path, structure).suffix == ".pdb"
+    assert reference_path(tmp_path, long).suffix == ".cif"
+    short = short_chain_ids(long)
+    assert {len(c) for c in short.chain_id} == {2}
+    assert len(set(short.chain_id[:800])) == 1 and short.chain_id[0] != short.chain_id[-1]
+    write_structure(tmp_path / "short.pdb", short)  # fits PDB now

@@ -9,7 +9,8 @@ Writes into ``out`` (see docs/analysis.md):
 - figures: ``explained_variance.png``, ``density.png``, ``scatter3d.png`` (≥ 3 PCs),
   ``groups.png`` (with groups), ``trajectories.png``;
 - with a modes file: ``models/mean.pdb``, ``models/<group>_centroid.pdb``,
-  ``trajectories/pcN.pdb`` + ``pcN.gif`` and ``trajectories/path.pdb`` + ``path.gif``.
+  ``trajectories/pcN.pdb`` + ``pcN.gif`` and ``trajectories/path.pdb`` + ``path.gif``
+  (``.cif`` instead of ``.pdb`` when the atoms do not fit PDB).
 """
 
 from __future__ import annotations
@@ -297,12 +298,15 @@ def analyze(
             write_gif,
             write_trajectory_pdb,
         )
+        from deephemnma.io.pdb import model_suffix_for
 
+        # mmCIF when the atoms do not fit PDB (e.g. a ribosome's chain names).
+        ext = model_suffix_for(mode_set.structure)
         with steps.step("models", "centroid models"):
-            write_trajectory_pdb(out / "models" / "mean.pdb", mode_set, space.mean[None])
-            written.append("models/mean.pdb")
+            write_trajectory_pdb(out / "models" / f"mean{ext}", mode_set, space.mean[None])
+            written.append(f"models/mean{ext}")
             for name, centroid in group_centroids(space.amplitudes, resolved).items():
-                rel = f"models/{folder_name(name)}_centroid.pdb"
+                rel = f"models/{folder_name(name)}_centroid{ext}"
                 write_trajectory_pdb(out / rel, mode_set, centroid[None])
                 written.append(rel)
         with steps.step("trajectories", f"{len(trajectories)} trajectories"):
@@ -311,8 +315,8 @@ def analyze(
             total = len(trajectories) * settings.n_frames if settings.gif else 0
             with progress_bar(total, "render", enabled=progress and total > 0) as bar:
                 for name, amps in trajectories.items():
-                    write_trajectory_pdb(out / "trajectories" / f"{name}.pdb", mode_set, amps)
-                    written.append(f"trajectories/{name}.pdb")
+                    write_trajectory_pdb(out / "trajectories" / f"{name}{ext}", mode_set, amps)
+                    written.append(f"trajectories/{name}{ext}")
                     if settings.gif:
                         frames = render_frames(mode_set, amps, settings.gif_size, bar.advance)
                         write_gif(out / "trajectories" / f"{name}.gif", frames, settings.fps)

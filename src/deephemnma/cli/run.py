@@ -105,7 +105,7 @@ def benchmark_command(
     name: str = typer.Argument("paper-ak", help="Benchmark: paper-ak (the paper's §3.1)."),
     scale: str = typer.Option(
         "tiny",
-        help="tiny (≤ 10 min on 2 CPU cores: 600 images, 64²), small (5,000 images, 128²; "
+        help="tiny (≤ 10 min on 2 CPU cores: 400 images, 64²), small (5,000 images, 128²; "
         "~1–2 h CPU), paper (70,000 images, 20,000 for Stage 1; GPU for training).",
     ),
     out: Path = typer.Option(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from deephemnma.errors import InputError
-from deephemnma.io.pdb import write_models
+from deephemnma.io.pdb import short_chain_ids, write_models
 from deephemnma.nma.modes import Modes, deform
 
 
@@ -21,7 +21,9 @@ def models_pdb(modes: Modes, amplitudes: np.ndarray) -> str:
     """PDB text of the reference deformed by each row of ``amplitudes`` (F, K): F models."""
     coords = deform(modes, np.atleast_2d(np.asarray(amplitudes, dtype=np.float64)))
     with tempfile.TemporaryDirectory(prefix="deephemnma-explore-") as folder:
-        path = write_models(Path(folder) / "models.pdb", modes.structure, coords)
+        # Display only: long chain names (large complexes) shortened so PDB can hold them.
+        structure = short_chain_ids(modes.structure)
+        path = write_models(Path(folder) / "models.pdb", structure, coords)
         return path.read_text()
 
 

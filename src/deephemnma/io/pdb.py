@@ -268,6 +268,29 @@ def reference_path(folder: str | os.PathLike, structure: Structure, stem: str = 
     return Path(folder) / f"{stem}{'.pdb' if fits else '.cif'}"
 
 
+def model_suffix_for(structure: Structure) -> str:
+    """".pdb" when the atoms fit the PDB format, else ".cif" (see :func:`reference_path`)."""
+    return reference_path(".", structure).suffix
+
+
+def short_chain_ids(structure: Structure) -> Structure:
+    """A copy whose chain names fit PDB (≤ 2 characters), for viewers that want PDB text:
+    each long name becomes a unique two-character code; short names are kept."""
+    import dataclasses
+    import itertools
+    import string
+
+    names = [str(c) for c in dict.fromkeys(structure.chain_id.tolist())]
+    if all(len(n) <= 2 for n in names):
+        return structure
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits
+    taken = {n for n in names if len(n) <= 2}
+    codes = (a + b for a, b in itertools.product(alphabet, repeat=2) if a + b not in taken)
+    mapping = {n: (n if len(n) <= 2 else next(codes)) for n in names}
+    chain_id = np.array([mapping[str(c)] for c in structure.chain_id.tolist()], dtype=object)
+    return dataclasses.replace(structure, chain_id=chain_id.astype(structure.chain_id.dtype))
+
+
 def find_reference(folder: str | os.PathLike, stem: str = "reference") -> Path:
     """The model :func:`reference_path` wrote in ``folder`` (.pdb or .cif)."""
     for suffix in (".pdb", ".cif"):

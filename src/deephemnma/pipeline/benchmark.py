@@ -1,7 +1,7 @@
 """``deephemnma benchmark paper-ak``: the paper's synthetic benchmark through the whole
 pipeline, scored against the ground truth, with the cost extrapolated to a million images.
 
-Scales: ``tiny`` (a few minutes on 2 CPU cores: 600 images, 64² inputs, a network trained
+Scales: ``tiny`` (a few minutes on 2 CPU cores: 400 images, 64² inputs, a network trained
 for a few epochs — too little to learn orientations, which the refinement then has to
 recover), ``small`` (5,000 images at 128²; about an hour or two on CPU) and ``paper`` (the
 full protocol: 70,000 images, 20,000 for Stage 1, 128², the paper's splits; Stage 2 wants a
@@ -28,14 +28,14 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "tiny": Scale(
-        600,
+        400,
         {
             "preprocess": {"size": 64},
-            "stage1": {"n_images": 300, "sizes": "32,64", "steps": "20,10", "chunk_size": 64},
-            "train": {"epochs": 8, "batch_size": 32, "val": "30", "test": "30"},
+            "stage1": {"n_images": 200, "sizes": "32,64", "steps": "20,10", "chunk_size": 50},
+            "train": {"epochs": 4, "batch_size": 32, "val": "20", "test": "20"},
             "predict": {"refine_sizes": "32,64", "refine_steps": "15,10"},
-            "analyze": {"method": "bins", "groups": 4, "min_per_group": 50, "gif": True},
-            "reconstruct": {"min_particles": 50},
+            "analyze": {"method": "bins", "groups": 4, "min_per_group": 40, "gif": True},
+            "reconstruct": {"min_particles": 40},
         },
     ),
     "small": Scale(
@@ -150,12 +150,10 @@ def cost_table(root: Path, n_total: int) -> dict:
 
 
 def _train_images(root: Path) -> int:
-    path = root / "train" / "splits.json"
     try:
-        splits = json.loads(path.read_text())
-        value = splits.get("train") or splits.get("sizes", {}).get("train")
-        return len(value) if isinstance(value, list) else int(value)
-    except (OSError, ValueError, TypeError, AttributeError):
+        splits = json.loads((root / "train" / "splits.json").read_text())
+        return int(splits["counts"]["train"])
+    except (OSError, ValueError, KeyError, TypeError):
         return 0
 
 

@@ -110,7 +110,9 @@ def analyze_section(project: Path, options: ReportOptions) -> Section:
         section.blocks.append(Text("Movies of the motions along the principal axes."))
         section.blocks.append(shown)
     models = sorted((folder / "models").glob("*.pdb")) + sorted((folder / "models").glob("*.cif"))
-    trajectories = sorted((folder / "trajectories").glob("*.pdb"))
+    trajectories = sorted((folder / "trajectories").glob("*.pdb")) + sorted(
+        (folder / "trajectories").glob("*.cif")
+    )
     if models or trajectories:
         text = "Atomic models (open in ChimeraX, PyMOL or VMD): "
         text += ", ".join(relative(p, project) for p in models + trajectories) + "."
