@@ -143,3 +143,29 @@ def test_cli_status_and_bad_input(tmp_path, fake_steps, capsys):
     assert main(["run", str(config), "--stage1.nope", "1"]) == 2
     assert "stage1.nope" in capsys.readouterr().err
     assert main(["status", str(tmp_path / "missing")]) == 2
+
+
+def test_cost_table_extrapolates_measured_seconds(tmp_path):
+    from deephemnma.pipeline.benchmark import MILLION, cost_table, format_cost
+
+    def step(name, seconds, **extra):
+        (tmp_path / name).mkdir()
+        record = {"step": name, "seconds": seconds, "extra": extra}
+        (tmp_path / name / "step.json").write_text(json.dumps(record))
+
+    step("stage1", 100.0, particles=200, workers=2, cpu_s=150.0)
+    step("train", 60.0, cpu_s=50.0)
+    step("predict", 40.0, particles=200, cpu_s=20.0)
+    (tmp_path / "train" / "history.csv").write_text("epoch,lr\n1,0.1\n2,0.1\n")
+    (tmp_path / "train" / "splits.json").write_text('{"counts": {"train": 100}}')
+    (tmp_path / "train" / "config.json").write_text('{"device": "cpu"}')
+    cost = cost_table(tmp_path, 400)
+    measured = cost["measured"]
+    assert measured["stage1_cpu_s_per_image"] == pytest.approx(0.75)  # CPU time, not wall
+    assert measured["train_s_per_image_epoch"] == pytest.approx(50.0 / (2 * 100))
+    assert measured["predict_cpu_s_per_image"] == pytest.approx(0.1)
+    ours = cost["million"]["deephemnma (this run)"]
+    expected = (20_000 * 0.75 + 14_055 * 2 * 0.25 + (MILLION - 20_000) * 0.1) / 3600
+    assert ours["cpu_h"] == pytest.approx(expected) and ours["gpu_h"] == 0
+    assert cost["million"]["HEMNMA (paper)"]["cpu_h"] == 64_000
+    assert "| HEMNMA (paper) | 64,000.0 | 0.0 |" in format_cost(cost)

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from deephemnma.align.refine import Pose, refine
@@ -186,7 +187,7 @@ def low_score_threshold(score: torch.Tensor, outlier_mad: float) -> float:
 def score_floor(scores, outlier_mad: float = 4.0) -> float:
     """The NCC below which a fit counts as failed, from scores of fits known to be mostly
     right (e.g. Stage 1's on the training subset): median − outlier_mad · 1.4826 · MAD."""
-    scores = torch.as_tensor(scores, dtype=torch.float64)
+    scores = torch.tensor(np.asarray(scores, dtype=np.float64))
     scores = scores[torch.isfinite(scores)]
     if scores.numel() < 4:
         return -math.inf

@@ -28,6 +28,6 @@ def demo(
     from deephemnma.pipeline.benchmark import format_cost, run_benchmark
 
     record = run_benchmark("tiny", out, None, seed, progress=not quiet, log=_out.print)
-    _out.print((Path(out) / "evaluate" / "table.txt").read_text())
-    _out.print(format_cost(record["cost"]))
+    print((Path(out) / "evaluate" / "table.txt").read_text())
+    print(format_cost(record["cost"]))
     _out.print(f"report: {Path(out) / 'report.html'}")

@@ -128,6 +128,7 @@ def benchmark_command(
     record = run_benchmark(
         scale, root, parse_overrides(list(ctx.args)), seed, progress=not quiet, log=_out.print
     )
-    _out.print((Path(root) / "evaluate" / "table.txt").read_text())
-    _out.print(format_cost(record["cost"]))
+    # Plain print: the table is wider than a terminal and must not be re-wrapped.
+    print((Path(root) / "evaluate" / "table.txt").read_text())
+    print(format_cost(record["cost"]))
     _out.print(f"report: {Path(root) / 'report.html'}")

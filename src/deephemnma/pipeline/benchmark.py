@@ -35,7 +35,8 @@ SCALES: dict[str, Scale] = {
             "train": {"epochs": 4, "batch_size": 32, "val": "20", "test": "20"},
             "predict": {"refine_sizes": "32,64", "refine_steps": "15,10"},
             "analyze": {"method": "bins", "groups": 4, "min_per_group": 40, "gif": True},
-            "reconstruct": {"min_particles": 40},
+            # The 64² images: a 256³ map of 4 tiny groups would cost minutes and GBs.
+            "reconstruct": {"min_particles": 40, "original_size": False},
         },
     ),
     "small": Scale(
@@ -110,17 +111,27 @@ def cost_table(root: Path, n_total: int) -> dict:
     stage1, train, predict = record("stage1"), record("train"), record("predict")
     if not (stage1 and train and predict):
         return {}
-    workers = stage1["extra"].get("workers", 1)
+
+    def cpu(record) -> float:
+        # Measured CPU time when the run recorded it, else wall time × worker processes.
+        extra = record["extra"]
+        return extra.get("cpu_s") or record["seconds"] * extra.get("workers", 1)
+
     n_stage1 = stage1["extra"]["particles"]
-    stage1_cpu_s = stage1["seconds"] * workers / n_stage1
+    stage1_cpu_s = cpu(stage1) / n_stage1
     history = (root / "train" / "history.csv").read_text().strip().splitlines()
     epochs = max(len(history) - 1, 1)
     n_train = _train_images(root)
-    device = "gpu" if torch.cuda.is_available() else "cpu"
-    train_s_per_image_epoch = train["seconds"] / (epochs * max(n_train, 1))
+    try:
+        used = json.loads((root / "train" / "config.json").read_text()).get("device", "cpu")
+    except (OSError, ValueError):
+        used = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "gpu" if str(used).startswith("cuda") else "cpu"
+    # Training on a GPU is counted in GPU-hours of wall time; on a CPU in CPU-hours.
+    train_s = train["seconds"] if device == "gpu" else cpu(train)
+    train_s_per_image_epoch = train_s / (epochs * max(n_train, 1))
     n_predicted = max(predict["extra"].get("particles", 0), 1)
-    predict_workers = predict["extra"].get("workers", 1)
-    predict_cpu_s = predict["seconds"] * predict_workers / n_predicted
+    predict_cpu_s = cpu(predict) / n_predicted
     rest = MILLION - PAPER_STAGE1_IMAGES
     ours = {
         "stage1_h": PAPER_STAGE1_IMAGES * stage1_cpu_s / 3600,

@@ -16,6 +16,15 @@ from deephemnma.pipeline.config import ProjectConfig, to_toml
 from deephemnma.pipeline.steps import STEP_NAMES, STEPS, Context, Step, step_settings
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def fingerprints(config: ProjectConfig) -> dict[str, str | None]:
     """Each step's current fingerprint (None for a disabled step); chained through ``after``."""
     result: dict[str, str | None] = {}
@@ -137,8 +146,11 @@ def run_project(
         folder.mkdir(parents=True, exist_ok=True)
         log(f"[bold]{step.name}[/]: {'resuming' if resumed else 'running'}")
         running = state.started(folder, step.name, fp, record if resumed else None)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         extra = step.run(ctx)
+        # CPU time of this process and its finished children (local Dask workers), which
+        # unlike wall time × workers does not count time lost to other jobs on the machine.
+        extra = {**extra, "cpu_s": cpu_seconds() - cpu0}
         done = state.finished(folder, running, time.perf_counter() - t0, extra)
         rerun.add(step.name)
         log(f"{step.name}: finished in {done.seconds:.1f} s")

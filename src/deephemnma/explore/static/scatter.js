@@ -5,6 +5,14 @@
 // [0, 1] (continuous, viridis) or category numbers (categorical), -1 for "no value"; an
 // optional Uint8Array mask draws members of the picked group on top, in red.
 // Selections come back in data coordinates through the callbacks.
+//
+// Level of detail: a draw of every point costs time proportional to their number, which is
+// slow where WebGL runs on the CPU (SwiftShader: 0.66 s for 1,000,000 points). While the
+// user pans or zooms, and until SETTLE_MS after the last such event, frames draw only the
+// first K points of a fixed random order of the points (the same order every time, from a
+// seeded generator), K adapting to the measured frame time to stay within FRAME_BUDGET_MS;
+// then all points are drawn again. Selections always use all points (the lasso count here,
+// the members on the server).
 "use strict";
 
 (function () {
@@ -71,6 +79,33 @@ void main() {
   gl_FragColor = v_color;
 }`;
 
+  const SAMPLE_MAX = 200000;     // points in the shuffled buffers (interactive frames)
+  const SAMPLE_START = 50000;    // points in the first interactive frame
+  const SAMPLE_MIN = 5000;
+  const FRAME_BUDGET_MS = 45;    // frame time aimed at while interacting (~20 frames/s)
+  const SETTLE_MS = 150;         // after the last pan/zoom event, draw everything
+  const SAMPLE_SEED = 0x2545f491;
+  const FRAME_LOG = 600;         // frames kept in Scatter.frameLog
+
+  // The first ``k`` of a random permutation of 0..n-1 (partial Fisher-Yates, mulberry32
+  // seeded with a constant): any prefix of it is a uniform random sample, the same each time.
+  function randomPrefix(n, k) {
+    const index = new Uint32Array(n);
+    for (let i = 0; i < n; i++) index[i] = i;
+    let a = SAMPLE_SEED;
+    const random = () => {
+      a = (a + 0x6d2b79f5) | 0;
+      let t = Math.imul(a ^ (a >>> 15), 1 | a);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    for (let i = 0; i < k; i++) {
+      const j = i + Math.floor(random() * (n - i));
+      const swap = index[i]; index[i] = index[j]; index[j] = swap;
+    }
+    return index.slice(0, k);
+  }
+
   const CATEGORY_CSS = ["#e66100", "#1f78b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#808080"];
 
   function viridisCss(t) {
@@ -119,6 +154,12 @@ void main() {
       this.hasMask = false;
       this.frame = 0;
       this.firstDraw = null;
+      this.interacting = false;  // pan/zoom in progress (until SETTLE_MS after the last event)
+      this.frameBudgetMs = FRAME_BUDGET_MS;
+      this.k = SAMPLE_START;     // points of the next interactive frame (adapted)
+      this.sample = null;        // {n, index: Uint32Array, fresh: {x, y, v, m}}
+      this.frameLog = [];        // [{t, ms, drawMs, points, n, interactive}], the last FRAME_LOG
+      this._measures = 0;
       this.gl = canvas.getContext("webgl", {
         alpha: false, antialias: false, preserveDrawingBuffer: true,
       });
@@ -150,7 +191,8 @@ void main() {
         "u_maskPass", "u_round"]) {
         this.loc[name] = gl.getUniformLocation(program, name);
       }
-      this.buffers = { x: gl.createBuffer(), y: gl.createBuffer(), v: gl.createBuffer(), m: gl.createBuffer() };
+      this.buffers = {};
+      for (const name of ["x", "y", "v", "m", "sx", "sy", "sv", "sm"]) this.buffers[name] = gl.createBuffer();
       const range = gl.getParameter(gl.ALIASED_POINT_SIZE_RANGE);
       this.maxPointSize = range ? range[1] : 64;
     }
@@ -172,6 +214,7 @@ void main() {
         this._upload("x", x);
         this._upload("y", y);
       }
+      this._stale("x", "y");
       this.pending = null;
       this.path = null;
       this.fit();
@@ -181,6 +224,7 @@ void main() {
       this.values = values;
       this.categorical = !!categorical;
       if (this.gl) this._upload("v", values);
+      this._stale("v");
       this.redraw();
     }
 
@@ -188,7 +232,107 @@ void main() {
       this.mask = mask;
       this.hasMask = !!mask;
       if (this.gl && mask) this._upload("m", mask);
+      this._stale("m");
       this.redraw();
+    }
+
+    // ---- the interactive subsample
+
+    _stale(...names) {
+      if (this.sample) for (const name of names) this.sample.fresh[name] = false;
+    }
+
+    // The shuffled order (made on the first interactive frame) and, with WebGL, the shuffled
+    // copies of the point arrays that have changed since.
+    _ensureSample() {
+      const n = this.n;
+      if (!this.sample || this.sample.n !== n) {
+        this.sample = { n, index: randomPrefix(n, Math.min(n, SAMPLE_MAX)), fresh: {} };
+      }
+      const { index, fresh } = this.sample;
+      if (!this.gl) return index;
+      const sources = { x: this.x, y: this.y, v: this.values, m: this.hasMask ? this.mask : null };
+      for (const [name, source] of Object.entries(sources)) {
+        if (fresh[name] || !source) continue;
+        const copy = new source.constructor(index.length);
+        for (let j = 0; j < index.length; j++) copy[j] = source[index[j]];
+        this._upload("s" + name, copy);
+        fresh[name] = true;
+      }
+      return index;
+    }
+
+    // Make the shuffled copies when the page is idle, not on the first interactive frame.
+    _prepareSample() {
+      const stale = !this.sample || this.sample.n !== this.n ||
+        ["x", "y", "v"].some((name) => !this.sample.fresh[name]) || (this.hasMask && !this.sample.fresh.m);
+      if (!stale || this._preparing || this.n <= SAMPLE_MIN) return;
+      this._preparing = true;
+      const idle = window.requestIdleCallback || ((f) => setTimeout(f, 200));
+      idle(() => {
+        this._preparing = false;
+        if (this.n && this.values) this._ensureSample();
+      }, { timeout: 2000 });
+    }
+
+    // Points the next interactive frame draws: n, or fewer from the shuffled order.
+    interactiveCount() {
+      return Math.min(this.n, this.k);
+    }
+
+    // Pan/zoom moved the view: draw a subsample now, everything SETTLE_MS after the last event.
+    _interact() {
+      this.interacting = true;
+      this.lastInteraction = performance.now();
+      clearTimeout(this._settle);
+      this._settle = setTimeout(() => {
+        this.interacting = false;
+        this.redraw();
+      }, SETTLE_MS);
+      this.redraw();
+    }
+
+    // K for the next interactive frame from this one's time: the count that fits the budget
+    // at this frame's cost per point (its fixed cost makes this converge to the right K).
+    _adapt(count, ms) {
+      const ideal = (count * this.frameBudgetMs) / Math.max(ms, 0.5);
+      if (ideal >= this.n) {
+        this.k = this.n;
+        return;
+      }
+      const step = Math.min(2, Math.max(0.5, ideal / count));
+      this.k = Math.round(Math.min(SAMPLE_MAX, this.n, Math.max(SAMPLE_MIN, count * step)));
+    }
+
+    _logFrame(entry, start, end) {
+      this.frameLog.push(entry);
+      if (this.frameLog.length > FRAME_LOG) this.frameLog.splice(0, this.frameLog.length - FRAME_LOG);
+      if (entry.ms == null || !performance.measure) return;
+      if (++this._measures > 1000) {
+        performance.clearMeasures("explore-frame");
+        this._measures = 1;
+      }
+      performance.measure("explore-frame", {
+        start, end, detail: { points: entry.points, n: entry.n, interactive: entry.interactive },
+      });
+    }
+
+    // Summary of the frames drawn while interacting: count, median draw time and points.
+    frameStats() {
+      const median = (values) => {
+        if (!values.length) return null;
+        const sorted = [...values].sort((a, b) => a - b);
+        return sorted[Math.floor((sorted.length - 1) / 2)];
+      };
+      const interactive = this.frameLog.filter((f) => f.interactive);
+      const last = this.frameLog[this.frameLog.length - 1] || null;
+      return {
+        interactiveFrames: interactive.length,
+        medianMs: median(interactive.map((f) => f.ms)),
+        medianPoints: median(interactive.map((f) => f.points)),
+        fullFrames: this.frameLog.length - interactive.length,
+        last,
+      };
     }
 
     setPolygons(polygons) {
@@ -303,15 +447,39 @@ void main() {
       return Math.min(this.maxPointSize || 64, base * this.dpr);
     }
 
+    // One frame: all points, or while interacting the first interactiveCount() of the shuffled
+    // order. An interactive frame is timed up to a pixel read back (to adapt that count): ms
+    // from the wait for the previous frame (compositing it shares the GPU thread with this
+    // draw on SwiftShader), drawMs this draw alone.
     draw() {
-      if (this.gl) this._drawGl();
-      else this._draw2d();
+      const interactive = this.interacting && this.n > 0 && !!this.values;
+      const count = interactive ? this.interactiveCount() : this.n;
+      const index = count < this.n ? this._ensureSample() : null;
+      const before = performance.now();
+      if (interactive && this.gl) this.sync();
+      const start = performance.now();
+      if (this.gl) this._drawGl(index ? count : 0);
+      else this._draw2d(index, count);
+      if (interactive && this.gl) this.sync();
+      const end = performance.now();
       this.drawOverlay();
-      if (this.n && this.values && !this.firstDraw) {
-        if (this.gl) this.sync();
-        this.firstDraw = performance.now();
-        performance.mark("explore-first-render");
-        if (this.callbacks.onFirstDraw) this.callbacks.onFirstDraw(this.firstDraw);
+      if (interactive) {
+        const entry = { t: before, ms: end - before, drawMs: end - start, points: count, n: this.n };
+        this._logFrame({ ...entry, interactive: true }, before, end);
+        this._adapt(count, end - before);
+      } else if (this.n && this.values) {
+        const first = !this.firstDraw;
+        if (first) {
+          if (this.gl) this.sync();
+          this.firstDraw = performance.now();
+          performance.mark("explore-first-render");
+        }
+        // Without a read back, a full frame's time is only that of issuing it (ms: null).
+        const ms = first ? this.firstDraw - start : null;
+        this._logFrame({ t: start, ms, drawMs: ms, points: this.n, n: this.n, interactive: false },
+          start, first ? this.firstDraw : end);
+        if (first && this.callbacks.onFirstDraw) this.callbacks.onFirstDraw(this.firstDraw);
+        this._prepareSample();
       }
       this.frame++;
     }
@@ -322,7 +490,8 @@ void main() {
       gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
     }
 
-    _drawGl() {
+    // All points from the buffers in their order, or the first ``sampled`` shuffled ones.
+    _drawGl(sampled) {
       const gl = this.gl;
       gl.viewport(0, 0, this.width, this.height);
       gl.clearColor(1, 1, 1, 1);
@@ -338,18 +507,22 @@ void main() {
       const size = this.pointSize();
       gl.uniform1f(this.loc.u_size, size);
       gl.uniform1f(this.loc.u_round, size >= 3 ? 1 : 0);
-      gl.uniform1f(this.loc.u_alpha, this.n > 300000 ? 0.45 : this.n > 50000 ? 0.6 : 0.85);
+      const count = sampled || this.n;
+      // Fewer points: more opaque, so that dense regions keep about their look.
+      const alpha = this.n > 300000 ? 0.45 : this.n > 50000 ? 0.6 : 0.85;
+      gl.uniform1f(this.loc.u_alpha, Math.min(0.85, alpha * Math.sqrt(this.n / count)));
       gl.uniform1f(this.loc.u_categorical, this.categorical ? 1 : 0);
       gl.uniform1f(this.loc.u_hasMask, this.hasMask ? 1 : 0);
+      const prefix = sampled ? "s" : "";
       for (const name of ["x", "y", "v"]) {
         const loc = this.loc["a_" + name];
-        gl.bindBuffer(gl.ARRAY_BUFFER, this.buffers[name]);
+        gl.bindBuffer(gl.ARRAY_BUFFER, this.buffers[prefix + name]);
         gl.enableVertexAttribArray(loc);
         gl.vertexAttribPointer(loc, 1, gl.FLOAT, false, 0, 0);
       }
       const m = this.loc.a_m;
       if (this.hasMask) {
-        gl.bindBuffer(gl.ARRAY_BUFFER, this.buffers.m);
+        gl.bindBuffer(gl.ARRAY_BUFFER, this.buffers[prefix + "m"]);
         gl.enableVertexAttribArray(m);
         gl.vertexAttribPointer(m, 1, gl.UNSIGNED_BYTE, false, 0, 0);
       } else {
@@ -357,15 +530,16 @@ void main() {
         gl.vertexAttrib1f(m, 0);
       }
       gl.uniform1f(this.loc.u_maskPass, 0);
-      gl.drawArrays(gl.POINTS, 0, this.n);
+      gl.drawArrays(gl.POINTS, 0, count);
       if (this.hasMask) {  // members again, on top of everything
         gl.uniform1f(this.loc.u_maskPass, 1);
-        gl.drawArrays(gl.POINTS, 0, this.n);
+        gl.drawArrays(gl.POINTS, 0, count);
       }
     }
 
-    // Fallback without WebGL: one pixel block per point in an ImageData.
-    _draw2d() {
+    // Fallback without WebGL: one pixel block per point in an ImageData (all points, or the
+    // first ``count`` of ``index``).
+    _draw2d(index, count) {
       const ctx = this.ctx2d, w = this.width, h = this.height;
       ctx.fillStyle = "#fff";
       ctx.fillRect(0, 0, w, h);
@@ -380,7 +554,8 @@ void main() {
       };
       const cache = new Map();
       for (let pass = 0; pass < (this.hasMask ? 2 : 1); pass++) {
-        for (let i = 0; i < this.n; i++) {
+        for (let j = 0; j < count; j++) {
+          const i = index ? index[j] : j;
           const member = this.hasMask && this.mask[i];
           if (pass === 1 && !member) continue;
           const [px, py] = this.toPixel(this.x[i], this.y[i]);
@@ -519,7 +694,7 @@ void main() {
         if (dr.kind === "pan") {
           this.view.cx = dr.view.cx - (p[0] - dr.start[0]) / this.view.kx;
           this.view.cy = dr.view.cy + (p[1] - dr.start[1]) / this.view.ky;
-          this.redraw();
+          this._interact();
           return;
         }
         if (dr.kind === "box") dr.points = [dr.start, p];
@@ -552,7 +727,7 @@ void main() {
         this.view.ky *= f;
         this.view.cx = x - (p[0] - this.width / 2) / this.view.kx;
         this.view.cy = y + (p[1] - this.height / 2) / this.view.ky;
-        this.redraw();
+        this._interact();
       }, { passive: false });
     }
 
