@@ -58,8 +58,11 @@ def browser():
     driver.quit()
 
 
-def _lasso(driver, center, radius_px, steps=24):
-    """Draw a closed lasso (circle) by mouse events around data point ``center``."""
+def _lasso(driver, center, radius_px, steps=24, arc=2 * np.pi):
+    """Draw a closed lasso (circle) by mouse events around data point ``center``.
+
+    With ``arc`` < 2π, an arc of that circle instead (with the pan tool: a drag).
+    """
     from selenium.webdriver.common.action_chains import ActionChains
 
     overlay = driver.find_element("id", "overlay")
@@ -69,7 +72,7 @@ def _lasso(driver, center, radius_px, steps=24):
         "return [(p[0] - s.width / 2) / s.dpr, (p[1] - s.height / 2) / s.dpr];",
         *center,
     )
-    angles = np.linspace(0, 2 * np.pi, steps + 1)
+    angles = np.linspace(0, arc, steps + 1)
     points = [(px + radius_px * np.cos(a), py + radius_px * np.sin(a)) for a in angles]
     actions = ActionChains(driver, duration=10)
     actions.move_to_element_with_offset(overlay, int(points[0][0]), int(points[0][1]))
@@ -150,6 +153,74 @@ def test_lasso_group_reconstruct_in_chromium(browser, tmp_path):
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
     print(f"100,000 points: first render {first_ms:.0f} ms; whole test {time.time() - t0:.1f} s")
+
+
+# The last frame the page drew, once it has drawn all points again after the interaction.
+FINAL_FRAME = """(() => {
+  const log = window.explore.scatter.frameLog, last = log[log.length - 1];
+  return log.some((f) => f.interactive) && last && !last.interactive ? last : null;
+})()"""
+
+
+@pytest.mark.slow
+def test_drag_draws_subsample_then_all_points(browser, tmp_path):
+    """While panning 100,000 points the page draws a fixed random subsample, sized to its
+    frame time, and all points once the drag stops; selections still count every point."""
+    from deephemnma.explore.browser import wait_for
+
+    n = 100_000
+    root = write_project(tmp_path / "project", n=n, particles=False, modes=False)
+    with ThreadedServer(create_app(project_paths(root))) as server:
+        browser.get(server.url())
+        wait_for(browser, "window.exploreFirstRenderMs", 60)
+        wait_for(browser, "document.body.dataset.ready === '1'", 30)
+        scatter = "window.explore.scatter"
+        view0 = browser.execute_script(f"{scatter}.frameLog = []; return {scatter}.view")
+        centre = [view0["cx"], view0["cy"]]
+
+        # Half a circle of radius 80 px with the pan tool: a drag of 160 px to the left.
+        browser.find_element("css selector", "[data-tool=pan]").click()
+        _lasso(browser, centre, radius_px=80, steps=24, arc=np.pi)
+        final = wait_for(browser, FINAL_FRAME, 10)
+        log = browser.execute_script(f"return {scatter}.frameLog")
+        view1 = browser.execute_script(f"return {scatter}.view")
+
+        interactive = [f for f in log if f["interactive"]]
+        assert len(interactive) >= 3, log
+        assert all(0 < f["points"] <= n and f["ms"] > 0 for f in interactive), interactive
+        assert interactive[0]["points"] < n  # the first one certainly a subsample
+        assert final["points"] == n and final["t"] > interactive[-1]["t"]
+        assert view1["cx"] - view0["cx"] == pytest.approx(160 / view0["kx"], rel=0.05)
+
+        # The subsample: distinct points in a fixed random order (not the first n of the file).
+        index = browser.execute_script(
+            f"const i = {scatter}.sample.index;"
+            "return [i.length, new Set(i).size, Math.max(...i), Array.from(i.slice(0, 5))];"
+        )
+        assert index[0] == index[1] == n and index[2] == n - 1
+        assert index[3] != [0, 1, 2, 3, 4]
+        # The frames as performance measures, for profilers and harnesses.
+        measures = browser.execute_script(
+            "return performance.getEntriesByName('explore-frame')"
+            ".filter((e) => e.detail.interactive).length"
+        )
+        assert measures >= len(interactive)
+
+        # Hit-testing uses every point, whatever the last frame drew.
+        everything = browser.execute_script(
+            f"const b = {scatter}.bounds();"
+            f"return {scatter}.countInside([[b.x0 - 1, b.y0 - 1], [b.x1 + 1, b.y0 - 1],"
+            "[b.x1 + 1, b.y1 + 1], [b.x0 - 1, b.y1 + 1]]);"
+        )
+        assert everything == n
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+    ms = [f["ms"] for f in interactive]
+    points = [f["points"] for f in interactive]
+    print(
+        f"drag at {n:,} points: {len(ms)} frames, median {np.median(ms):.0f} ms and "
+        f"{np.median(points):,.0f} points; then all points"
+    )
 
 
 def test_200_concurrent_requests(tmp_path):

@@ -242,8 +242,8 @@ void main() {
       if (this.sample) for (const name of names) this.sample.fresh[name] = false;
     }
 
-    // The shuffled order (made on the first interactive frame) and, with WebGL, the shuffled
-    // copies of the point arrays that have changed since.
+    // The shuffled order and, with WebGL, shuffled copies of the point arrays that changed
+    // (made when the page is idle after a full draw, or else by the first interactive frame).
     _ensureSample() {
       const n = this.n;
       if (!this.sample || this.sample.n !== n) {
@@ -317,7 +317,7 @@ void main() {
       });
     }
 
-    // Summary of the frames drawn while interacting: count, median draw time and points.
+    // Summary of the frames drawn while interacting: count, median frame time and points.
     frameStats() {
       const median = (values) => {
         if (!values.length) return null;
