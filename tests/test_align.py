@@ -236,3 +236,17 @@ def test_filter_command_writes_the_kept_subset(tmp_path, noise_free, aligned):
     assert main(["filter", str(aligned), "--min-score", "0.0", "-o", str(out)]) == 0
     assert len(read_particles(out)) == 6 and out.with_suffix(".png").exists()
     assert main(["filter", str(aligned), "-o", str(out)]) == 2
+
+
+def test_coarse_grained_modes_pick_their_atoms_from_the_full_reference(tmp_path, noise_free):
+    from deephemnma.align.run import load_reference
+    from deephemnma.io.pdb import read_structure
+    from deephemnma.nma.modes import compute_modes, save_modes
+
+    reference = noise_free / "sim" / "reference.pdb"
+    ca = read_structure(reference, selection="ca")
+    modes = compute_modes(ca, n_modes=9, method="anm", progress=False)
+    save_modes(tmp_path / "ca_modes.npz", modes)
+    structure, chosen = load_reference(str(reference), str(tmp_path / "ca_modes.npz"), (7,), False)
+    assert structure.n_atoms == ca.n_atoms == chosen.structure.n_atoms
+    np.testing.assert_allclose(structure.coords_A, ca.coords_A)

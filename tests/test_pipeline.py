@@ -90,7 +90,7 @@ def test_rerun_skips_finished_steps(tmp_path, fake_steps):
     pipeline_run.run_project(config, tmp_path, log=lambda *_: None)
     assert calls == ["nma", "stage1", "train"]
     assert set(_states(tmp_path).values()) == {"finished"}
-    assert (tmp_path / "project.toml").exists()
+    assert (tmp_path / "run_config.toml").exists()
 
 
 def test_a_changed_setting_invalidates_that_step_and_the_later_ones(tmp_path, fake_steps):

@@ -3,6 +3,7 @@ ribosome 6ZU5 as CA+P, RTB blocks of 20 residues, 20 Å cut-off, modes 7–9 and
 with a CTF that varies per particle, written as RELION STAR/MRCS (raw images: the pipeline
 phase flips them), then `deephemnma run` end to end, `status`, and invalidation."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,10 @@ def test_ribosome_stand_in_runs_end_to_end(tmp_path):
     assert list(numbers) == [7, 8, 9, 11] and len(predicted) == 30 and np.isfinite(amps).all()
     maps = sorted((tmp_path / "reconstruct").glob("*/map.mrc"))
     assert len(maps) == 2
+    for summary in (tmp_path / "reconstruct").glob("*/summary.json"):
+        # The centroid model sits where the particles are (both centered on the reference's
+        # center of mass): its FSC is far better than an off-center model's (~450 Å).
+        assert json.loads(summary.read_text())["resolution_model_fsc0143_A"] < 120
     assert (tmp_path / "report.html").stat().st_size > 10_000
 
     # A rerun does nothing; a changed grouping redoes only analyze and what follows.

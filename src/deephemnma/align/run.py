@@ -50,20 +50,31 @@ def _cached(key, make):
 
 
 def load_reference(reference: str, modes_path: str, mode_numbers, center: bool):
-    """Reference structure and the chosen modes, checked to describe the same atoms."""
+    """Reference structure and the chosen modes, checked to describe the same atoms.
+
+    The modes file stores the atoms its network was built on (e.g. CA+P of a ribosome); the
+    reference file is read with the selection whose atoms match them in number and position
+    (all, heavy, ca+p, ca, backbone), so the full model can be given for coarse-grained modes.
+    """
     from deephemnma.io.pdb import read_structure
     from deephemnma.nma.modes import load_modes
 
     modes = load_modes(modes_path).select(list(mode_numbers))
-    structure = read_structure(reference, selection="all")
-    if structure.n_atoms != modes.structure.n_atoms:
-        structure = read_structure(reference, selection="heavy")
-    if structure.n_atoms != modes.structure.n_atoms:
+    wanted = modes.structure
+    counts = []
+    for selection in ("all", "heavy", "ca+p", "ca", "backbone"):
+        structure = read_structure(reference, selection=selection)
+        counts.append(f"{structure.n_atoms} ({selection})")
+        if structure.n_atoms == wanted.n_atoms and np.allclose(
+            structure.coords_A, wanted.coords_A, atol=1e-2
+        ):
+            break
+    else:
         raise InputError(
             "the modes were computed on a different set of atoms than the reference",
             path=modes_path,
-            expected=f"{structure.n_atoms} atoms (the reference {reference})",
-            found=f"{modes.structure.n_atoms} atoms in the modes file",
+            expected=f"the atoms of {reference}: " + ", ".join(counts),
+            found=f"{wanted.n_atoms} atoms in the modes file (or at other positions)",
         )
     if center:
         structure = structure.centered()

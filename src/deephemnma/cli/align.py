@@ -67,6 +67,11 @@ def align(
     ),
     search_size: int = typer.Option(32, help="Box of the global search, pixels."),
     candidates: int = typer.Option(6, help="Library matches refined per image."),
+    max_shift: float = typer.Option(
+        3.0,
+        help="Origins tried by the global search, Å (whole search pixels within this "
+        "radius; refinement can move further). Raise it for particles far off center.",
+    ),
     candidate_steps: int = typer.Option(
         8,
         help="Steps of the first level spent on every candidate before only the best "
@@ -112,6 +117,7 @@ def align(
         steps=step_list,
         lrs=lrs,
         amplitude_range=amplitude_range,
+        max_shift_A=max_shift,
     )
     numbers = None if mode_numbers is None else tuple(parse_mode_list(mode_numbers))
     star = align_dataset(

@@ -50,4 +50,4 @@ def preprocess(
         out_size=out_size, phase_flip=phase_flip, normalize=normalize, chunk_size=chunk_size
     )
     star = preprocess_dataset(particles, out, config, progress=not quiet)
-    _out.print(f"wrote {len(table)} particles at {out_size}² : {star}")
+    _out.print(f"wrote {len(table)} particles of {out_size}² px: {star}")

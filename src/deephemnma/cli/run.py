@@ -24,7 +24,7 @@ def _keys_epilog() -> str:
 def run_command(
     ctx: typer.Context,
     config: Path = typer.Argument(
-        None, help="Project TOML (one [section] per step; see --help below for every key)."
+        None, help="Project TOML (one \\[section] per step; see --help below for every key)."
     ),
     project: Path = typer.Option(
         None, "--project", "-p", help="Project folder (default: the TOML's folder)."
@@ -38,7 +38,8 @@ def run_command(
     ),
 ) -> None:
     """NMA → preprocess → Stage 1 on a training subset → Mahalanobis filter → train →
-    predict (+ refine) the rest → [evaluate] → analyze → reconstruct groups → report.
+    predict (+ refine) the rest → evaluate (with ground truth) → analyze → reconstruct
+    groups → report.
 
     Each step writes PROJECT/<step>/ with its config.json and step.json; a rerun skips
     finished steps, resumes an interrupted one, and redoes the steps whose settings or
@@ -80,7 +81,7 @@ def _print_status(statuses, root) -> None:
 @app.command("status", context_settings=_EXTRA)
 def status_command(
     ctx: typer.Context,
-    project: Path = typer.Argument(..., help="Project folder (holds project.toml)."),
+    project: Path = typer.Argument(..., help="Project folder (holds run_config.toml)."),
     config: Path = typer.Option(None, help="A changed TOML: show which steps it would make stale."),
 ) -> None:
     """What has run in a project, how long each step took, and what is stale."""

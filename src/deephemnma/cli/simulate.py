@@ -97,7 +97,7 @@ def simulate(
         help="Defocus in Å, positive = underfocus (paper: 5,000 Å, its '-0.5 µm' in Xmipp's sign).",
     ),
     defocus_spread: float = typer.Option(
-        0.0, help="Per-particle defocus ~ U[d - x/2, d + x/2] with this range x in Å."
+        0.0, help="Per-particle defocus ~ U\\[d - x/2, d + x/2] with this range x in Å."
     ),
     astigmatism: float = typer.Option(0.0, help="Defocus U - V in Å (random angle per particle)."),
     bfactor: float = typer.Option(0.0, help="CTF B-factor envelope in Å²."),

@@ -25,7 +25,8 @@ class ProjectSection:
     reference: str = _key("", "Reference atomic model (PDB/mmCIF) the modes are computed on.")
     modes_file: str = _key("", "Existing modes file (.npz) to use instead of computing modes.")
     truth: str = _key("", "Ground-truth STAR (simulations): enables the evaluate step.")
-    device: str = _key("auto", "auto | cpu | cuda for training, prediction and refinement.")
+    device: str = _key("auto", "auto | cpu | cuda for training, prediction, reconstruction.")
+    align_device: str = _key("cpu", "cpu | cuda for Stage 1 and refinement (per worker).")
     workers: int = _key(0, "Local worker processes for Stage 1 / refinement (0: all cores).")
     scheduler: str = _key("", "Dask scheduler tcp://HOST:PORT for Stage 1 / refinement.")
     threads: int = _key(0, "torch threads for training/prediction (0: torch's choice).")
@@ -57,6 +58,7 @@ class Stage1Section:
     amplitude_range: float = _key(200.0, "Largest |amplitude| expected (library grid).")
     library_spacing_deg: float = _key(12.0, "Orientation spacing of the search library, °.")
     candidates: int = _key(6, "Library matches refined per image.")
+    max_shift_A: float = _key(3.0, "Origins tried by the global search, Å (refinement goes on).")
     chunk_size: int = _key(256, "Particles per resumable chunk.")
 
 

@@ -15,6 +15,8 @@ from deephemnma.pipeline import state
 from deephemnma.pipeline.config import ProjectConfig, to_toml
 from deephemnma.pipeline.steps import STEP_NAMES, STEPS, Context, Step, step_settings
 
+RUN_CONFIG = "run_config.toml"  # the configuration of the last run, input paths absolute
+
 
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process and its waited-for children."""
@@ -72,12 +74,12 @@ def project_status(root: str | Path, config: ProjectConfig | None = None) -> lis
 
 
 def read_project_config(root: Path) -> ProjectConfig:
-    """The configuration the project last ran with (``ROOT/project.toml``)."""
+    """The configuration the project last ran with (``ROOT/run_config.toml``)."""
     from deephemnma.pipeline.config import load_config
 
-    path = Path(root) / "project.toml"
+    path = Path(root) / RUN_CONFIG
     if not path.exists():
-        raise InputError("not a deephemnma project (no project.toml)", path=root)
+        raise InputError(f"not a deephemnma project (no {RUN_CONFIG})", path=root)
     config = load_config(path)
     return config
 
@@ -104,7 +106,8 @@ def run_project(
     """Run the steps ``from_step``..``until_step`` of the project in ``root``.
 
     ``--from`` reruns that step even when it is finished and current (and hence the steps
-    after it, whose inputs it rewrites). The configuration is saved as ``ROOT/project.toml``
+    after it, whose inputs it rewrites). The configuration is saved as ``ROOT/run_config.toml``
+    (never over the user's own TOML)
     with its input paths made absolute, so ``status`` and later runs see the same inputs.
     """
     from dataclasses import replace
@@ -123,7 +126,7 @@ def run_project(
         ),
         folder=str(root),
     )
-    atomic_write_text(root / "project.toml", to_toml(absolute))
+    atomic_write_text(root / RUN_CONFIG, to_toml(absolute))
     ctx = Context(absolute, root)
     current = fingerprints(absolute)
     rerun: set[str] = set()  # steps that ran now: what reads from them must run again

@@ -22,6 +22,7 @@ Project layout (one folder per step, each with its ``step.json``)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -59,13 +60,10 @@ class Context:
 
         return tuple(parse_mode_numbers(self.config.nma.modes))
 
-    def device(self, allow_auto: bool = True) -> str:
-        import torch
-
-        device = self.config.project.device
-        if device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return device
+    def align_device(self) -> str:
+        """Stage 1 and refinement: their own setting (CPU unless asked), since their local
+        worker processes would otherwise all share one GPU."""
+        return self.config.project.align_device
 
 
 @dataclass(frozen=True)
@@ -119,6 +117,9 @@ def run_nma(ctx: Context) -> dict:
             progress=ctx.config.project.progress,
         )
     parse_mode_numbers(cfg.modes, available=modes.mode_numbers)  # fail early on bad modes
+    # Every later step puts the reference's center of mass at the box center (align and
+    # refine --center); the models, maps and trajectories must share that frame.
+    modes = dataclasses.replace(modes, structure=modes.structure.centered())
     save_modes(out / "modes.npz", modes)
     # The analysis modes alone: what the amplitude columns of every later step hold.
     save_modes(out / "analysis_modes.npz", modes.select(list(ctx.mode_numbers())))
@@ -204,6 +205,7 @@ def run_stage1(ctx: Context) -> dict:
         amplitude_range=cfg.amplitude_range,
         library_spacing_deg=cfg.library_spacing_deg,
         candidates=cfg.candidates,
+        max_shift_A=cfg.max_shift_A,
     )
     star = align_dataset(
         subset,
@@ -215,7 +217,7 @@ def run_stage1(ctx: Context) -> dict:
         chunk_size=cfg.chunk_size,
         scheduler=ctx.config.project.scheduler or None,
         workers=ctx.workers(),
-        device=ctx.device(),
+        device=ctx.align_device(),
         progress=ctx.config.project.progress,
     )
     summary_figure(read_particles(star), out / "summary.png")
@@ -261,6 +263,14 @@ def run_train(ctx: Context) -> dict:
         log=_silent if not ctx.config.project.progress else print,
     )
     return {"epochs": result["epochs_done"], "best": result["best"]}
+
+
+def _torch_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def _silent(*_args, **_kwargs) -> None:
@@ -320,7 +330,7 @@ def run_predict(ctx: Context) -> dict:
             refine_options={
                 "workers": ctx.workers(),
                 "scheduler": ctx.config.project.scheduler or None,
-                "device": ctx.device(),
+                "device": ctx.align_device(),
                 "progress": ctx.config.project.progress,
             },
         )
@@ -450,7 +460,7 @@ def run_reconstruct(ctx: Context) -> dict:
     summary = run_reconstruct(
         particles,
         out,
-        ReconstructionSettings(device=ctx.device()),
+        ReconstructionSettings(device=_torch_device(ctx.config.project.device)),
         groups_file=ctx.folder("analyze") / "groups.json",
         images=images,
         modes=ctx.folder("nma") / "analysis_modes.npz",
@@ -491,6 +501,6 @@ def step_settings(step: Step, config: ProjectConfig) -> dict:
     """The settings a step's fingerprint covers (device/progress/workers do not change
     results, so they are left out)."""
     project = asdict(config.project)
-    for key in ("device", "workers", "scheduler", "threads", "progress"):
+    for key in ("device", "align_device", "workers", "scheduler", "threads", "progress"):
         project.pop(key)
     return {"project": project, **{name: config.section_dict(name) for name in step.sections}}
