@@ -262,3 +262,24 @@ def test_bad_maps_and_parameters_are_input_errors():
         map_to_pseudoatoms(np.ones((8, 8, 8)), 1.0, target_error=5, progress=False)
     with pytest.raises(InputError, match="width"):
         map_to_pseudoatoms(np.ones((8, 8, 8)), 1.0, sigma_A=-1, progress=False)
+
+
+def test_projector_uses_each_pseudoatom_width_and_weight(tmp_path):
+    """atom_model renders pseudoatoms as their own Gaussians, also after a PDB round trip."""
+    from deephemnma.io.pdb import read_structure, write_structure
+    from deephemnma.project import atom_model, render_images
+
+    coords = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 0.0]])
+    structure = pseudoatom_structure(coords, sigma_A=2.0, weights=np.array([1.0, 3.0]))
+    model = atom_model(structure)
+    assert model.weight.shape == (2, 1)
+    np.testing.assert_allclose(model.sigma_A.numpy().ravel(), 2.0, rtol=1e-6)
+    np.testing.assert_allclose(model.weight.numpy().ravel(), [1.0, 3.0])
+    image = render_images(model, torch.eye(3)[None].double().float(), 32, 1.0)[0]
+    # The heavier pseudoatom is three times brighter at its center.
+    ratio = float(image[16, 22] / image[16, 16])
+    assert 2.5 < ratio < 3.5
+    write_structure(tmp_path / "p.pdb", structure)
+    back = read_structure(tmp_path / "p.pdb", selection="all")
+    assert is_pseudoatomic(back)
+    np.testing.assert_allclose(atom_model(back).sigma_A.numpy().ravel(), 2.0, rtol=1e-3)

@@ -63,8 +63,19 @@ def atom_model(
     """Build an :class:`AtomModel` from a structure and optional (K, N, 3) mode vectors.
 
     ``bfactor_A2`` blurs every atom by a temperature factor (added to Peng's ``b_i``).
+    Pseudoatoms (an EM map's Gaussians) are one Gaussian each, of their own width and weight
+    (:mod:`deephemnma.pseudoatoms`), not carbon atoms.
     """
-    a, b = peng_parameters(structure.element, source=structure.metadata.get("path", "structure"))
+    from deephemnma.nma.network import is_pseudoatomic
+
+    if is_pseudoatomic(structure):
+        from deephemnma.pseudoatoms import pseudoatom_sigma_A, pseudoatom_weights
+
+        a = pseudoatom_weights(structure)[:, None]
+        b = (8.0 * np.pi**2) * pseudoatom_sigma_A(structure)[:, None] ** 2
+    else:
+        source = structure.metadata.get("path", "structure")
+        a, b = peng_parameters(structure.element, source=source)
     sigma = gaussian_sigma_A(b, bfactor_A2)
     t = {"device": device, "dtype": dtype}
     return AtomModel(

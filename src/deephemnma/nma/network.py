@@ -61,8 +61,13 @@ def is_pseudoatomic(structure) -> bool:
     """True for a pseudoatom model (map → Gaussians): flagged in metadata or Xmipp's "DENS"."""
     if structure.metadata.get("pseudoatoms"):
         return True
-    names = np.asarray(structure.residue_name).astype(str)
-    return bool(names.size) and bool(np.all(np.char.strip(names) == "DENS"))
+    # Xmipp names them DENS; a PDB round trip keeps the atom name but cuts the residue name
+    # to its 3 columns (DEN).
+    atoms = np.char.strip(np.asarray(structure.atom_name).astype(str))
+    residues = np.char.strip(np.asarray(structure.residue_name).astype(str))
+    return bool(atoms.size) and bool(
+        np.all(residues == "DENS") or np.all((atoms == "DENS") & np.isin(residues, ["DEN", "DENS"]))
+    )
 
 
 def is_coarse_grained(structure) -> bool:
