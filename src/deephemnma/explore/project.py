@@ -100,78 +100,31 @@ class Space:
         return self.mean + np.asarray(pc_coords, dtype=np.float64) @ self.components
 
 
-_REQUIRED = ("coords", "amplitudes", "mode_numbers", "components", "mean")
-
-
 def load_space(path: str | os.PathLike) -> Space:
-    """Read ``space.npz`` (module docstring); optional arrays get neutral defaults."""
-    path = Path(path)
-    if not path.is_file():
+    """Read ``space.npz`` with :func:`deephemnma.analysis.space.load_space` (the one reader
+    of the format), the particle STAR resolved to an absolute path."""
+    from deephemnma.analysis.space import load_space as read_space
+    from deephemnma.analysis.space import particles_path
+
+    space = read_space(path)
+    if space.coords.ndim != 2 or space.coords.shape[1] < 2:
         raise InputError(
-            "reduced-space file not found", path=path, expected="space.npz written by analyze"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read as .npz: {exc}", path=path) from exc
-    missing = [name for name in _REQUIRED if name not in arrays]
-    if missing:
-        raise InputError(
-            "missing arrays", path=path, expected=", ".join(_REQUIRED), found=", ".join(missing)
-        )
-    coords = np.ascontiguousarray(arrays["coords"], dtype=np.float32)
-    amplitudes = np.asarray(arrays["amplitudes"], dtype=np.float32)
-    if coords.ndim != 2 or coords.shape[1] < 2:
-        raise InputError(
-            "coords must be (N, K) with K ≥ 2",
+            "the explorer needs at least 2 principal axes",
             path=path,
             field="coords",
-            found=str(coords.shape),
+            found=str(space.coords.shape),
         )
-    n = len(coords)
-    m = amplitudes.shape[1] if amplitudes.ndim == 2 else -1
-    if amplitudes.shape != (n, m) or m < 1:
-        raise InputError(
-            "amplitudes must be (N, M)",
-            path=path,
-            field="amplitudes",
-            expected=f"({n}, M)",
-            found=str(amplitudes.shape),
-        )
-    source = np.asarray(arrays.get("source", np.zeros(n)), dtype=np.int8)
-    names = arrays.get("source_names", np.array(["all"]))
-    score = np.asarray(arrays.get("score", np.full(n, np.nan)), dtype=np.float32)
-    truth = arrays.get("truth")
-    for name, value, shape in (
-        ("source", source, (n,)),
-        ("score", score, (n,)),
-        ("truth", truth, (n, m)),
-        ("mode_numbers", arrays["mode_numbers"], (m,)),
-        ("components", arrays["components"], (coords.shape[1], m)),
-        ("mean", arrays["mean"], (m,)),
-    ):
-        if value is not None and np.shape(value) != shape:
-            raise InputError(
-                f"{name} has the wrong shape",
-                path=path,
-                field=name,
-                expected=str(shape),
-                found=str(np.shape(value)),
-            )
-    particles = arrays.get("particles")
-    particles = str(particles) if particles is not None and str(particles) else None
-    ratio = arrays.get("explained_variance_ratio", np.full(coords.shape[1], np.nan))
+    particles = particles_path(path, space)
     return Space(
-        coords=coords,
-        amplitudes=amplitudes,
-        mode_numbers=np.asarray(arrays["mode_numbers"], dtype=np.int64),
-        components=np.asarray(arrays["components"], dtype=np.float64),
-        mean=np.asarray(arrays["mean"], dtype=np.float64),
-        explained_variance_ratio=np.asarray(ratio, dtype=np.float64),
-        source=source,
-        source_names=tuple(str(s) for s in np.atleast_1d(names)),
-        score=score,
-        truth=None if truth is None else np.asarray(truth, dtype=np.float32),
-        particles=None if particles is None else (path.parent / particles).resolve(),
+        coords=np.ascontiguousarray(space.coords, dtype=np.float32),
+        amplitudes=np.asarray(space.amplitudes, dtype=np.float32),
+        mode_numbers=np.asarray(space.mode_numbers, dtype=np.int64),
+        components=np.asarray(space.components, dtype=np.float64),
+        mean=np.asarray(space.mean, dtype=np.float64),
+        explained_variance_ratio=np.asarray(space.explained_variance_ratio, dtype=np.float64),
+        source=np.asarray(space.source, dtype=np.int8),
+        source_names=tuple(space.source_names),
+        score=np.asarray(space.score, dtype=np.float32),
+        truth=None if space.truth is None else np.asarray(space.truth, dtype=np.float32),
+        particles=None if particles is None else particles.resolve(),
     )

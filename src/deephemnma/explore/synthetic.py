@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from deephemnma.groups import Group, GroupSet, write_groups
-from deephemnma.io.atomic import atomic_path
 from deephemnma.io.pdb import package_data_path, read_structure
 from deephemnma.io.star import ParticleTable, make_optics, with_amplitudes, write_particles
 from deephemnma.nma.modes import Modes, save_modes
@@ -61,20 +60,6 @@ def sample_amplitudes(n: int, seed: int = 0) -> np.ndarray:
     return amplitudes[rng.permutation(n)]
 
 
-def pca(amplitudes: np.ndarray) -> dict[str, np.ndarray]:
-    """coords, components (K, M), mean, explained_variance_ratio of an (N, M) table."""
-    mean = amplitudes.mean(0)
-    centered = amplitudes - mean
-    _, s, vt = np.linalg.svd(centered[: min(len(centered), 200_000)], full_matrices=False)
-    variance = s**2
-    return {
-        "coords": (centered @ vt.T).astype(np.float32),
-        "components": vt.astype(np.float64),
-        "mean": mean.astype(np.float64),
-        "explained_variance_ratio": variance / variance.sum(),
-    }
-
-
 def particle_table(amplitudes: np.ndarray, seed: int = 0) -> ParticleTable:
     """A RELION 3.1 table with one row per point (image names point at no real stack)."""
     rng = np.random.default_rng(seed)
@@ -106,27 +91,22 @@ def write_space(
     seed: int = 0,
 ) -> Path:
     """Write ``space.npz`` for ``amplitudes`` (N, M); the first 10 % are Stage 1 particles."""
+    import dataclasses
+
+    from deephemnma.analysis.pca import fit_space
+    from deephemnma.analysis.space import save_space
+
     rng = np.random.default_rng(seed)
     n = len(amplitudes)
-    reduced = pca(np.asarray(amplitudes, dtype=np.float64))
     source = np.ones(n, dtype=np.int8)
     source[: max(1, n // 10)] = 0
-    distance = np.linalg.norm(reduced["coords"], axis=1)
+    space = fit_space(
+        amplitudes, mode_numbers, source=source, source_names=("stage1", "predicted"),
+        truth=truth, particles=particles,
+    )  # fmt: skip
+    distance = np.linalg.norm(space.coords, axis=1)
     score = (1 / (1 + distance / 100) + rng.normal(0, 0.05, n)).astype(np.float32)
-    arrays = {
-        **reduced,
-        "amplitudes": np.asarray(amplitudes, dtype=np.float32),
-        "mode_numbers": np.asarray(mode_numbers, dtype=np.int32),
-        "source": source,
-        "source_names": np.array(["stage1", "predicted"]),
-        "score": score,
-    }
-    if truth is not None:
-        arrays["truth"] = np.asarray(truth, dtype=np.float32)
-    if particles is not None:
-        arrays["particles"] = np.array(particles)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+    save_space(path, dataclasses.replace(space, score=score))
     return Path(path)
 
 
