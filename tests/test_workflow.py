@@ -18,6 +18,7 @@ PROJECT = """
 [project]
 particles = "sim/particles.star"
 reference = "{reference}"
+truth = "sim/particles.star"
 workers = 1
 threads = 1
 progress = false
@@ -82,8 +83,8 @@ def test_ribosome_stand_in_runs_end_to_end(tmp_path):
     config.write_text(PROJECT.format(reference=reference))
     assert main(["run", str(config)]) == 0
 
-    for step in ("nma", "preprocess", "stage1", "filter", "train", "predict", "analyze",
-                 "reconstruct", "report"):  # fmt: skip
+    for step in ("nma", "preprocess", "stage1", "filter", "train", "predict", "evaluate",
+                 "analyze", "reconstruct", "report"):  # fmt: skip
         assert (tmp_path / step / "step.json").exists(), step
     assert (tmp_path / "nma" / "reference.cif").exists()  # 6ZU5's chain names need mmCIF
     preprocessed = read_particles(tmp_path / "preprocess" / "particles.star")
@@ -98,6 +99,11 @@ def test_ribosome_stand_in_runs_end_to_end(tmp_path):
         # center of mass): its FSC is far better than an off-center model's (~450 Å).
         assert json.loads(summary.read_text())["resolution_model_fsc0143_A"] < 120
     assert (tmp_path / "report.html").stat().st_size > 10_000
+    # The stand-in is simulated: its ground truth scores Stage 1 and the network.
+    evaluation = json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())
+    labels = [r["label"] for r in evaluation["results"]]
+    assert labels == ["Stage 1 vs truth", "network vs truth"]
+    assert evaluation["results"][0]["n"] == 30
 
     # A rerun does nothing; a changed grouping redoes only analyze and what follows.
     assert main(["run", str(config)]) == 0

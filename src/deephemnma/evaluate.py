@@ -359,6 +359,38 @@ def write_evaluation(result: dict | Sequence[dict], path_json: str | os.PathLike
     return atomic_write_text(path_json, json.dumps(result, indent=2, allow_nan=False) + "\n")
 
 
+def write_evaluation_folder(
+    comparisons: Sequence[Comparison],
+    out: str | os.PathLike,
+    title: str,
+    paper_rows: Sequence[dict] = (),
+    figure_names: Sequence[str] = (),
+    record: dict | None = None,
+    gross_threshold_deg: float = GROSS_THRESHOLD_DEG,
+    plots: bool = True,
+    helix_index: int = 0,
+):
+    """Summarize ``comparisons`` into ``out``: evaluation.json (``record`` + results + paper
+    rows), table.txt, a scatter figure per comparison named by ``figure_names``, and
+    helix.png of comparison ``helix_index``. Returns the rich Table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = [summarize(c, gross_threshold_deg) for c in comparisons]
+    table = format_table(results, title, list(paper_rows))
+    payload = {**(record or {}), "results": results, "paper": list(paper_rows)}
+    write_evaluation(payload, out / "evaluation.json")
+    from deephemnma.io.atomic import atomic_write_text
+
+    atomic_write_text(out / "table.txt", table_text(table))
+    if plots:
+        for comparison, name in zip(comparisons, figure_names, strict=False):
+            if comparison.n:
+                plot_scatter(comparison, out / name)
+        if comparisons and comparisons[helix_index].n:
+            plot_helix(comparisons[helix_index], out / "helix.png")
+    return table
+
+
 # --------------------------------------------------------------------------------------------
 # The paper's numbers, in the same shape as a result
 

@@ -54,16 +54,7 @@ def evaluate_command(
     in Å of the reference displaced with one parameter type at a time. Rows are matched by
     rlnImageName, or by order when no name matches and the counts agree."""
     from deephemnma.errors import InputError
-    from deephemnma.evaluate import (
-        PAPER_ROWS,
-        compare,
-        format_table,
-        plot_helix,
-        plot_scatter,
-        summarize,
-        table_text,
-        write_evaluation,
-    )
+    from deephemnma.evaluate import PAPER_ROWS, compare, write_evaluation_folder
     from deephemnma.io.star import read_particles
 
     choices = {
@@ -97,30 +88,22 @@ def evaluate_command(
         comparisons.append(
             compare(other, true_table, mode_set, "", truth_suffix, "against vs truth")
         )
-    results = [summarize(c, gross_threshold) for c in comparisons]
-    paper_rows = [PAPER_ROWS[k] for k in choices[paper]]
-    table = format_table(results, f"evaluate {predicted.name} (truth {truth.name})", paper_rows)
-    # The table is wide; do not squeeze it into 80 columns when the output is not a terminal.
-    Console(width=max(_out.width, 190)).print(table)
-
-    out.mkdir(parents=True, exist_ok=True)
     record = {
         "predicted": str(predicted),
         "truth": str(truth),
         "against": None if against is None else str(against),
         "modes": None if modes is None else str(modes),
-        "results": results,
-        "paper": paper_rows,
     }
-    write_evaluation(record, out / "evaluation.json")
-    from deephemnma.io.atomic import atomic_write_text
-
-    atomic_write_text(out / "table.txt", table_text(table))
-    if plots:
-        names = ["scatter.png", "scatter_against.png", "scatter_against_truth.png"]
-        for comparison, name in zip(comparisons, names, strict=False):
-            if comparison.n:
-                plot_scatter(comparison, out / name)
-        if comparisons[0].n:
-            plot_helix(comparisons[0], out / "helix.png")
+    table = write_evaluation_folder(
+        comparisons,
+        out,
+        f"evaluate {predicted.name} (truth {truth.name})",
+        [PAPER_ROWS[k] for k in choices[paper]],
+        ["scatter.png", "scatter_against.png", "scatter_against_truth.png"],
+        record,
+        gross_threshold,
+        plots,
+    )
+    # The table is wide; do not squeeze it into 80 columns when the output is not a terminal.
+    Console(width=max(_out.width, 190)).print(table)
     _out.print(f"wrote {out / 'evaluation.json'}, table.txt" + (", figures" if plots else ""))

@@ -347,16 +347,7 @@ def run_predict(ctx: Context) -> dict:
 
 
 def run_evaluate(ctx: Context) -> dict:
-    from deephemnma.evaluate import (
-        PAPER_ROWS,
-        compare,
-        format_table,
-        plot_helix,
-        plot_scatter,
-        summarize,
-        table_text,
-        write_evaluation,
-    )
+    from deephemnma.evaluate import PAPER_ROWS, compare, write_evaluation_folder
     from deephemnma.io.star import read_particles
     from deephemnma.nma.modes import load_modes
 
@@ -364,30 +355,27 @@ def run_evaluate(ctx: Context) -> dict:
     truth = read_particles(ctx.folder("preprocess") / "truth.star")
     modes = load_modes(ctx.modes())
     candidates = [
-        ("Stage 1 vs truth", ctx.folder("stage1") / "particles.star"),
-        ("network vs truth", ctx.folder("predict") / "particles_network.star"),
-        ("network + refinement vs truth", ctx.folder("predict") / "particles.star"),
-    ]
+        ("Stage 1 vs truth", ctx.folder("stage1") / "particles.star", "scatter_stage1.png"),
+        ("network vs truth", ctx.folder("predict") / "particles_network.star",
+         "scatter_network.png"),
+        ("network + refinement vs truth", ctx.folder("predict") / "particles.star",
+         "scatter.png"),
+    ]  # fmt: skip
     if not ctx.config.predict.refine:
         candidates = candidates[:2]
-    comparisons = [
-        compare(read_particles(path), truth, modes, label=label)
-        for label, path in candidates
-        if path.exists()
-    ]
-    results = [summarize(c) for c in comparisons]
+    present = [(label, path, name) for label, path, name in candidates if path.exists()]
+    comparisons = [compare(read_particles(p), truth, modes, label=lb) for lb, p, _ in present]
     paper = [PAPER_ROWS[k] for k in ("table1_hemnma_truth", "table3")]
-    table = format_table(results, "paper-protocol evaluation", paper)
-    write_evaluation({"results": results, "paper": paper}, out / "evaluation.json")
-    atomic_write_text(out / "table.txt", table_text(table))
-    names = ["scatter_stage1.png", "scatter_network.png", "scatter.png"]
-    for comparison, name in zip(comparisons, names, strict=False):
-        if comparison.n:
-            plot_scatter(comparison, out / name)
-    if comparisons and comparisons[-1].n:
-        plot_helix(comparisons[-1], out / "helix.png")
+    write_evaluation_folder(
+        comparisons,
+        out,
+        "paper-protocol evaluation",
+        paper,
+        [name for _, _, name in present],
+        helix_index=-1,
+    )
     _write_config(out, ctx, [])
-    return {"rows": [r["label"] for r in results]}
+    return {"rows": [c.label for c in comparisons]}
 
 
 def run_analyze(ctx: Context) -> dict:
