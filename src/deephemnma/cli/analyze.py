@@ -76,7 +76,7 @@ def analyze_command(
     gif: bool = typer.Option(True, "--gif/--no-gif", help="Render the trajectories as GIFs."),
     gif_size: int = typer.Option(128, "--gif-size", help="GIF view size in pixels."),
     suffix: str = typer.Option(
-        "", help="Amplitude column suffix of PARTICLES (deephemnmaAmplitude07<suffix>)."
+        "", help="Amplitude column suffix of PARTICLES (deephemnmaAmplitude07 + SUFFIX)."
     ),
     truth_suffix: str = typer.Option("", help="Amplitude column suffix of the truth."),
     label: str = typer.Option(

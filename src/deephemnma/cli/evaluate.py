@@ -36,7 +36,7 @@ def evaluate_command(
         "against' and 'against vs truth' (paper Table 1).",
     ),
     predicted_suffix: str = typer.Option(
-        "", help="Column suffix of the estimates (deephemnmaAmplitude07<suffix>)."
+        "", help="Column suffix of the estimates (deephemnmaAmplitude07 + SUFFIX)."
     ),
     truth_suffix: str = typer.Option("", help="Column suffix of the truth amplitudes."),
     gross_threshold: float = typer.Option(

@@ -18,7 +18,7 @@ def export_command(
         ..., help="The analyzed particle STAR (the rows the group indices refer to)."
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder: one <group>.star per group, export.json."
+        ..., "--out", "-o", help="Output folder: one GROUP.star per group, export.json."
     ),
     groups: Path = typer.Option(
         None, "--groups", help="Group file (groups.json from analyze or the explorer)."

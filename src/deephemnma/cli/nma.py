@@ -24,7 +24,7 @@ def nma(
         ...,
         help="Atomic model (PDB/mmCIF, optionally .gz); an EM map (.mrc/.map/.ccp4), "
         "turned into Gaussian pseudoatoms first (written beside the modes as "
-        "<MAP name>_pseudoatoms.pdb and .json); or a modes file (.npz) written by this "
+        "MAPNAME_pseudoatoms.pdb and .json); or a modes file (.npz) written by this "
         "command to analyse/export/fit again without recomputing.",
     ),
     output: Path = typer.Option(
@@ -32,7 +32,7 @@ def nma(
         "--output",
         "-o",
         help="Modes file to write (.npz: reference atoms, eigenvalues, unit-norm 3N vectors, "
-        "parameters). Default: <MODEL name>_modes.npz in the current folder.",
+        "parameters). Default: MODELNAME_modes.npz in the current folder.",
     ),
     selection: str = typer.Option(
         "heavy",
@@ -183,13 +183,13 @@ def nma(
         None,
         "--fit-model",
         help="Fitted model to write (PDB/mmCIF), in the target map's frame (header origin). "
-        "Default: <modes name>_fit.pdb beside the modes file.",
+        "Default: MODESNAME_fit.pdb beside the modes file.",
     ),
     fit_json: Path = typer.Option(
         None,
         "--fit-json",
         help="Fit report (amplitudes, ranking, pose, correlations). Default: "
-        "<modes name>_fit.json beside the modes file.",
+        "MODESNAME_fit.json beside the modes file.",
     ),
     quiet: bool = typer.Option(False, help="No progress messages."),
 ) -> None:

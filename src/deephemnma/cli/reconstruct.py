@@ -68,7 +68,7 @@ def reconstruct_command(
 ) -> None:
     """Per group: random half sets → half maps → FSC (0.143 and 0.5 in Å) → Wiener-filtered map,
     by direct Fourier inversion with CTF correction (phase-flipped images use |CTF|). Writes
-    OUT/<group>/{map,half1,half2}.mrc, fsc.csv, fsc.png, slices.png, summary.json and
+    OUT/GROUP/{map,half1,half2}.mrc, fsc.csv, fsc.png, slices.png, summary.json and
     OUT/summary.json."""
     from deephemnma.reconstruct.group import ReconstructionSettings, expected_memory_GB
     from deephemnma.reconstruct.run import run_reconstruct

@@ -41,7 +41,7 @@ def run_command(
     predict (+ refine) the rest → evaluate (with ground truth) → analyze → reconstruct
     groups → report.
 
-    Each step writes PROJECT/<step>/ with its config.json and step.json; a rerun skips
+    Each step writes PROJECT/STEP/ with its config.json and step.json; a rerun skips
     finished steps, resumes an interrupted one, and redoes the steps whose settings or
     inputs changed (and everything after them). Keys of the TOML can be overridden as
     --SECTION.KEY VALUE, e.g. --stage1.n_images 2000."""

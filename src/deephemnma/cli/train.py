@@ -89,7 +89,7 @@ def train_command(
         None, help="Small test split: count, fraction or auto = min(2,000, 10 %)."
     ),
     labels_suffix: str = typer.Option(
-        "", help="Suffix of the label amplitude columns (deephemnmaAmplitude07<suffix>)."
+        "", help="Suffix of the label amplitude columns (deephemnmaAmplitude07 + SUFFIX)."
     ),
     seed: int = typer.Option(None, help="Seed for splits, weights, batches, augmentation."),
     workers: int = typer.Option(
