@@ -78,7 +78,7 @@ __all__ = [
 # Row matching
 
 
-def _image_keys(table: ParticleTable) -> pd.Index:
+def image_keys(table: ParticleTable) -> pd.Index:
     """``"<index>@<resolved stack path>"`` for every row (vectorized over unique stacks)."""
     names = table.particles[IMAGE_NAME].astype(str).str.strip()
     parts = names.str.partition("@")
@@ -104,8 +104,8 @@ def match_rows(
     """
     n_pred, n_true = len(predicted), len(truth)
     if IMAGE_NAME in predicted.particles.columns and IMAGE_NAME in truth.particles.columns:
-        keys_true = _image_keys(truth)
-        keys_pred = _image_keys(predicted)
+        keys_true = image_keys(truth)
+        keys_pred = image_keys(predicted)
         if keys_true.has_duplicates:
             first = keys_true[keys_true.duplicated()][0]
             raise InputError(

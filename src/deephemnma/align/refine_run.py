@@ -24,13 +24,14 @@ from deephemnma import __version__
 from deephemnma.align.hybrid import METHOD_NAMES, RefineConfig, refine_from
 from deephemnma.align.refine import Pose
 from deephemnma.align.run import (
+    cached_library,
     cached_model,
     cached_table,
     chunk_complete,
+    chunk_plan,
     claim_folder,
+    dataset_inputs,
     load_reference,
-    phase_flipped_data,
-    require_ctf,
     run_chunks,
 )
 from deephemnma.align.stage1 import AlignConfig, make_library
@@ -65,30 +66,18 @@ class RefineJob:
     device: str = "cpu"
 
 
-_LIBRARIES: dict = {}
-
-
 def _library(job: RefineJob, model, image_size: int, pixel_size_A: float):
     """Stage 1's library, built on first need and saved for the other chunks (two workers
-    may build it at once; the atomic rename keeps one complete, identical file)."""
-    key = (job.library, job.device)
-    if key in _LIBRARIES:
-        return _LIBRARIES[key]
+    may build it at once; the atomic rename keeps one complete, identical file), then
+    loaded as Stage 1's chunks load theirs."""
     path = Path(job.library)
-    if path.exists():
-        library = torch.load(path, mmap=True, weights_only=False)
-    else:
+    if not path.exists():
         from deephemnma.io.atomic import atomic_path
 
         library = make_library(model, image_size, pixel_size_A, job.align_config)
         with atomic_path(path) as tmp:
             torch.save(library, tmp)
-    if job.device != "cpu":
-        from deephemnma.align.run import _library as on_device
-
-        library = on_device(job)  # loads the saved file onto the device
-    _LIBRARIES[key] = library
-    return library
+    return cached_library(job)
 
 
 def starting_estimates(table, mode_numbers) -> dict[str, np.ndarray]:
@@ -199,17 +188,11 @@ def refine_dataset(
     modes file). ``stop_after_chunks`` ends early, as a kill would (for tests); then None.
     """
     from deephemnma.io.atomic import atomic_write_text
-    from deephemnma.io.star import read_particles
-    from deephemnma.nma.modes import load_modes
 
     out = Path(out_dir)
-    (out / "chunks").mkdir(parents=True, exist_ok=True)
-    table = read_particles(particles)
-    phase_flipped = phase_flipped_data(table)
-    if use_ctf:
-        require_ctf(table, particles, phase_flipped)
-    if mode_numbers is None:
-        mode_numbers = tuple(int(m) for m in load_modes(modes).mode_numbers if m > 6)
+    table, phase_flipped, mode_numbers = dataset_inputs(
+        particles, modes, mode_numbers, use_ctf, out
+    )
     load_reference(str(reference), str(modes), mode_numbers, center)  # checks the atoms
     starting_estimates(table, mode_numbers)  # checks the pose columns before any work
     record = {
@@ -238,10 +221,7 @@ def refine_dataset(
         use_ctf,
         device=device,
     )
-    n = len(table)
-    chunks = [(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
-    paths = [out / "chunks" / f"chunk_{k:05d}.npz" for k in range(len(chunks))]
-    todo = [(k, c) for k, c in enumerate(chunks) if not chunk_complete(paths[k], c[1] - c[0])]
+    chunks, paths, todo = chunk_plan(out, len(table), chunk_size)
     if stop_after_chunks is not None:
         todo = todo[:stop_after_chunks]
     run_chunks(refine_chunk, job, todo, paths, chunks, scheduler, workers, progress, "refine")

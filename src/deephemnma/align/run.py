@@ -92,7 +92,10 @@ def cached_model(job: AlignJob):
     return _cached(key, make)
 
 
-def _library(job: AlignJob):
+def cached_library(job):
+    """The job's saved projection library, memory-mapped (moved to the job's device), once
+    per worker process."""
+
     def make():
         library = torch.load(job.library, mmap=True, weights_only=False)
         if job.device == "cpu":
@@ -132,7 +135,7 @@ def align_chunk(job: AlignJob, start: int, stop: int, out_path: str) -> str:
     torch.set_num_threads(job.threads)
     try:
         model = cached_model(job)
-        library = _library(job)
+        library = cached_library(job)
         table, images = cached_table(job.particles)
         pixel_size_A = common_pixel_size_A(table)
         ctf = ctf_parameters(table) if job.use_ctf else None
@@ -178,6 +181,31 @@ def chunk_complete(path: Path, n: int) -> bool:
         return False
 
 
+def dataset_inputs(particles, modes, mode_numbers, use_ctf: bool, out: Path):
+    """The particle table, whether it is phase flipped, and the mode numbers (default: the
+    modes file's non-rigid ones), CTF columns checked; creates ``out/chunks``."""
+    from deephemnma.io.star import read_particles
+    from deephemnma.nma.modes import load_modes
+
+    (out / "chunks").mkdir(parents=True, exist_ok=True)
+    table = read_particles(particles)
+    phase_flipped = phase_flipped_data(table)
+    if use_ctf:
+        require_ctf(table, particles, phase_flipped)
+    if mode_numbers is None:
+        mode_numbers = tuple(int(m) for m in load_modes(modes).mode_numbers if m > 6)
+    return table, phase_flipped, mode_numbers
+
+
+def chunk_plan(out: Path, n: int, chunk_size: int):
+    """``(chunks, paths, todo)``: the (start, stop) row ranges, their result files under
+    ``out/chunks``, and the ``(k, range)`` pairs whose file is missing or incomplete."""
+    chunks = [(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
+    paths = [out / "chunks" / f"chunk_{k:05d}.npz" for k in range(len(chunks))]
+    todo = [(k, c) for k, c in enumerate(chunks) if not chunk_complete(paths[k], c[1] - c[0])]
+    return chunks, paths, todo
+
+
 def align_dataset(
     particles: str | Path,
     modes: str | Path,
@@ -201,17 +229,12 @@ def align_dataset(
     choice; the CUDA path has not been measured yet).
     """
     from deephemnma.io.atomic import atomic_write_text
-    from deephemnma.io.star import common_image_size_px, common_pixel_size_A, read_particles
-    from deephemnma.nma.modes import load_modes
+    from deephemnma.io.star import common_image_size_px, common_pixel_size_A
 
     out = Path(out_dir)
-    (out / "chunks").mkdir(parents=True, exist_ok=True)
-    table = read_particles(particles)
-    phase_flipped = phase_flipped_data(table)
-    if use_ctf:
-        require_ctf(table, particles, phase_flipped)
-    if mode_numbers is None:
-        mode_numbers = tuple(int(m) for m in load_modes(modes).mode_numbers if m > 6)
+    table, phase_flipped, mode_numbers = dataset_inputs(
+        particles, modes, mode_numbers, use_ctf, out
+    )
     structure, mode_set = load_reference(str(reference), str(modes), mode_numbers, center)
     image_size = common_image_size_px(table)
     pixel_size_A = common_pixel_size_A(table)
@@ -251,10 +274,7 @@ def align_dataset(
         use_ctf,
         device=device,
     )
-    n = len(table)
-    chunks = [(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
-    paths = [out / "chunks" / f"chunk_{k:05d}.npz" for k in range(len(chunks))]
-    todo = [(k, c) for k, c in enumerate(chunks) if not chunk_complete(paths[k], c[1] - c[0])]
+    chunks, paths, todo = chunk_plan(out, len(table), chunk_size)
     run_chunks(align_chunk, job, todo, paths, chunks, scheduler, workers, progress, "align")
     star = _write_results(table, paths, mode_numbers, out / "particles.star")
     atomic_write_text(out / "summary.json", json.dumps(_summary(star), indent=2))

@@ -406,21 +406,15 @@ def run_analyze(ctx: Context) -> dict:
     return {"groups": summary.get("groups", {})}
 
 
-def _image_key_rows(table) -> dict[str, int]:
-    from deephemnma.evaluate import _image_keys
-
-    return {key: row for row, key in enumerate(_image_keys(table))}
-
-
 def original_images_for(ctx: Context, table) -> Path:
     """A STAR of the full-size input images in the rows of ``table`` (preprocessed names)."""
-    from deephemnma.evaluate import _image_keys
+    from deephemnma.evaluate import image_keys
     from deephemnma.io.star import read_particles, select, write_particles
 
     preprocessed = read_particles(ctx.folder("preprocess") / "particles.star")
     original = read_particles(_require(ctx.config.path("particles"), "particles"))
-    rows_of = _image_key_rows(preprocessed)
-    keys = _image_keys(table)
+    rows_of = {key: row for row, key in enumerate(image_keys(preprocessed))}
+    keys = image_keys(table)
     missing = [k for k in keys if k not in rows_of]
     if missing:
         raise InputError(
