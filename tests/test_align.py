@@ -1,6 +1,7 @@
 """Stage 1 alignment: recovery from a cold start, resumability, Dask equals one process,
 gradients of the similarity, bad input, and the outlier filter."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,17 @@ def test_resume_after_interruption_gives_identical_output(noise_free, aligned):
     chunk.unlink()
     again = _align(noise_free, "single", workers=1)
     assert again.read_text() == aligned.read_text()
+
+
+def test_batch_size_changes_speed_not_results(noise_free, aligned):
+    # A GPU aligns 256 images together, a CPU 16: each image's fit must not see the others.
+    batched = _align(noise_free, "batch2", workers=1, batch_size=2)
+    a, b = read_particles(aligned).particles, read_particles(batched).particles
+    assert FAST.batch_size != 2
+    columns = [c for c in a.columns if c != "rlnImageName"]
+    np.testing.assert_allclose(a[columns].to_numpy(float), b[columns].to_numpy(float), atol=1e-3)
+    record = json.loads((noise_free / "batch2" / "config.json").read_text())
+    assert record["config"]["batch_size"] == 2
 
 
 @pytest.mark.slow

@@ -31,8 +31,10 @@ from deephemnma.align.run import (
     chunk_plan,
     claim_folder,
     dataset_inputs,
+    library_to,
     load_reference,
     run_chunks,
+    with_batch_size,
 )
 from deephemnma.align.stage1 import AlignConfig, make_library
 from deephemnma.geometry import euler_to_matrix, matrix_to_euler
@@ -74,7 +76,7 @@ def _library(job: RefineJob, model, image_size: int, pixel_size_A: float):
     if not path.exists():
         from deephemnma.io.atomic import atomic_path
 
-        library = make_library(model, image_size, pixel_size_A, job.align_config)
+        library = library_to(make_library(model, image_size, pixel_size_A, job.align_config), "cpu")
         with atomic_path(path) as tmp:
             torch.save(library, tmp)
     return cached_library(job)
@@ -181,15 +183,19 @@ def refine_dataset(
     device: str = "cpu",
     progress: bool = True,
     stop_after_chunks: int | None = None,
+    batch_size: int | None = None,
 ) -> Path | None:
     """Refine the starting estimates in ``particles``; returns ``OUT/particles.star``.
 
     The starting estimates' modes are ``mode_numbers`` (default: the non-rigid modes of the
     modes file). ``stop_after_chunks`` ends early, as a kill would (for tests); then None.
+    batch_size: particles refined together (default: the config's on the CPU, GPU_BATCH on
+    a GPU).
     """
     from deephemnma.io.atomic import atomic_write_text
 
     out = Path(out_dir)
+    config = with_batch_size(config, batch_size, device)
     table, phase_flipped, mode_numbers = dataset_inputs(
         particles, modes, mode_numbers, use_ctf, out
     )

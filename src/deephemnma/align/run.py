@@ -97,21 +97,22 @@ def cached_library(job):
     per worker process."""
 
     def make():
-        library = torch.load(job.library, mmap=True, weights_only=False)
-        if job.device == "cpu":
-            return library
-        tensors = ("matrices", "amplitudes", "vectors", "shell_power")
-        return replace(
-            library,
-            **{
-                name: None
-                if getattr(library, name) is None
-                else getattr(library, name).to(job.device)
-                for name in tensors
-            },
-        )
+        library = torch.load(job.library, mmap=True, weights_only=False, map_location="cpu")
+        return library if job.device == "cpu" else library_to(library, job.device)
 
     return _cached(("library", job.library, job.device), make)
+
+
+def library_to(library, device):
+    """The library with its tensors on ``device``."""
+    tensors = ("matrices", "amplitudes", "vectors", "shell_power")
+    return replace(
+        library,
+        **{
+            name: None if getattr(library, name) is None else getattr(library, name).to(device)
+            for name in tensors
+        },
+    )
 
 
 def cached_table(path: str):
@@ -220,18 +221,21 @@ def align_dataset(
     center: bool = True,
     device: str = "cpu",
     progress: bool = True,
+    batch_size: int | None = None,
 ) -> Path:
     """Align every particle of a STAR file; returns ``OUT/particles.star``.
 
     scheduler: address of a running Dask scheduler (``tcp://host:port``); None runs a local
     Dask cluster with ``workers`` processes (default: all cores), or in this process when
     ``workers == 1``. device: "cpu" or "cuda" (then one worker per GPU is the sensible
-    choice; the CUDA path has not been measured yet).
+    choice). batch_size: images aligned together (default: the config's on the CPU,
+    :data:`GPU_BATCH` on a GPU).
     """
     from deephemnma.io.atomic import atomic_write_text
     from deephemnma.io.star import common_image_size_px, common_pixel_size_A
 
     out = Path(out_dir)
+    config = with_batch_size(config, batch_size, device)
     table, phase_flipped, mode_numbers = dataset_inputs(
         particles, modes, mode_numbers, use_ctf, out
     )
@@ -257,8 +261,12 @@ def align_dataset(
         from deephemnma.io.atomic import atomic_path
         from deephemnma.project import atom_model
 
-        model = atom_model(structure, mode_set.vectors)
-        library = make_library(model, image_size, pixel_size_A, config, progress=progress)
+        # Rendered on the job's device (a GPU builds it in seconds), stored on the CPU so
+        # that any worker can memory-map it.
+        model = atom_model(structure, mode_set.vectors, device=device)
+        library = library_to(
+            make_library(model, image_size, pixel_size_A, config, progress=progress), "cpu"
+        )
         with atomic_path(library_path) as tmp:
             torch.save(library, tmp)
 
@@ -281,6 +289,22 @@ def align_dataset(
     return star
 
 
+GPU_BATCH = 256
+"""Images aligned or refined together on a GPU: a CPU gains nothing beyond ~16, a GPU
+needs hundreds to fill its multiprocessors."""
+
+
+def with_batch_size(config, batch_size: int | None, device: str):
+    """``config`` with ``batch_size`` (None: GPU_BATCH on a GPU, unchanged on the CPU)."""
+    if batch_size is None and device != "cpu":
+        batch_size = GPU_BATCH
+    if batch_size is None:
+        return config
+    if batch_size < 1:
+        raise InputError("batch size must be positive", field="--batch-size", found=batch_size)
+    return replace(config, batch_size=batch_size)
+
+
 def run_chunks(worker, job, todo, paths, chunks, scheduler, workers, progress, label: str) -> None:
     """Run ``worker(job, start, stop, path)`` for each ``(k, (start, stop))`` of ``todo``:
     in this process (workers == 1), on a local Dask cluster, or on ``scheduler``."""
@@ -288,7 +312,8 @@ def run_chunks(worker, job, todo, paths, chunks, scheduler, workers, progress, l
 
     total = sum(stop - start for start, stop in chunks)
     done = total - sum(c[1] - c[0] for _, c in todo)
-    workers = workers or os.cpu_count() or 1
+    # One process per GPU: more would each hold a CUDA context and fight over the one device.
+    workers = workers or (1 if getattr(job, "device", "cpu") != "cpu" else os.cpu_count() or 1)
     with progress_bar(total, label, progress) as bar:
         bar.advance(done)
         if scheduler is None and workers == 1:

@@ -101,6 +101,11 @@ def refine(
         None, help="Local worker processes (default: all cores; 1 runs in this process)."
     ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    batch_size: int = typer.Option(
+        None,
+        help="Particles processed together (default: the CPU's 16–32; 256 on a GPU, where "
+        "larger batches fill the device).",
+    ),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Refine amplitudes, orientations and shifts from starting estimates, coarse to fine,
@@ -131,6 +136,7 @@ def refine(
         center=center,
         device=_device(device),
         progress=not quiet,
+        batch_size=batch_size,
     )
     figure = summary_figure(read_particles(star), Path(out) / "summary.png")
     _out.print(f"wrote {star} and {figure}")

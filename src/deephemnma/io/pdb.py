@@ -269,7 +269,7 @@ def reference_path(folder: str | os.PathLike, structure: Structure, stem: str = 
 
 
 def model_suffix_for(structure: Structure) -> str:
-    """".pdb" when the atoms fit the PDB format, else ".cif" (see :func:`reference_path`)."""
+    """ ".pdb" when the atoms fit the PDB format, else ".cif" (see :func:`reference_path`)."""
     return reference_path(".", structure).suffix
 
 

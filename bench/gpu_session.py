@@ -1,0 +1,599 @@
+"""Every GPU measurement in one prepared run (a lent GPU comes for minutes, once):
+
+    python bench/gpu_session.py --out DIR [--device cuda] [--budget-s 470]
+
+1. simulate ``--n-set1 + --n-test`` paper-ak images (256², 0.325 Å, SNR 0.1, CTF) in one
+   process per core, preprocess them (phase flip, 128² at 0.65 Å);
+2. Stage 2 (issue 6): train the default recipe on image set 1 (ground-truth labels: Stage-1
+   labels of 20,000 images would cost more GPU time than a lease has), predict the small test
+   split and the large test set (image set 2), evaluate both against the ground truth next
+   to the paper's Tables 1 and 3;
+3. prediction throughput end to end from MRCS stacks (``--throughput-repeat`` × the large
+   test set, rows repeated, so the page cache holds the stacks as after a first pass);
+4. Stage 3 (issue 8): image set 2 cut into ``--groups`` equal bins along the helix (ground
+   truth, as ``bench/reconstruct.py --groups-protocol``), each reconstructed from the 256²
+   images with the network's 128²-predicted poses; FSC against the bin's centroid model;
+5. Stage 1 on the GPU (issue 5): ``align --device cuda`` on ``--align-n`` images of set 2,
+   evaluated; chunks of ``--chunk`` so that a time-out still leaves a measured rate;
+6. hybrid refinement on the GPU (issue 7): ``refine --device cuda`` from the network's
+   predictions of the same images, evaluated;
+7. the paper recipe's training speed (batch 2, fp32, three networks) on ``--paper-n`` images.
+
+Every step has a time-out and the whole run a budget: a step that would not fit is skipped
+and the results so far are kept. Writes ``OUT/results.json`` (after every step),
+``OUT/session.log`` (every command's output) and ``OUT/artifacts.tar.gz`` (tables, curves,
+figures). With ``--device cpu`` and small sizes it is a dry run of the same code paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+class Session:
+    """Runs the steps' commands with time-outs; keeps the log and the results."""
+
+    def __init__(self, out: Path, work: Path, budget_s: float) -> None:
+        self.out, self.work = out, work
+        self.t0 = time.perf_counter()
+        self.budget_s = budget_s
+        self.results: dict = {"steps": {}}
+        self.log = open(out / "session.log", "a", buffering=1)  # noqa: SIM115
+        path = f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"
+        self.env = {**os.environ, "PYTHONPATH": path}
+
+    def left_s(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.t0)
+
+    def say(self, text: str) -> None:
+        line = f"[{time.perf_counter() - self.t0:6.1f} s] {text}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+
+    def save(self) -> None:
+        self.results["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
+        tmp = self.out / "results.json.tmp"
+        tmp.write_text(json.dumps(self.results, indent=2, default=str))
+        tmp.replace(self.out / "results.json")
+
+    def record(self, name: str, **values) -> None:
+        self.results["steps"].setdefault(name, {}).update(values)
+        self.save()
+
+    def start(self, args: list[str], threads: int | None = None) -> subprocess.Popen:
+        env = dict(self.env)
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
+        self.log.write(f"$ {' '.join(args)}\n")
+        return subprocess.Popen(
+            args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.work
+        )
+
+    def run(self, name: str, args: list[str], timeout_s: float, threads=None) -> dict:
+        """Run a command; returns {rc, wall_s, timed_out}. Output goes to the log."""
+        timeout_s = max(1.0, min(timeout_s, self.left_s() - 5))
+        self.say(f"{name}: start (time-out {timeout_s:.0f} s)")
+        t = time.perf_counter()
+        proc = self.start(args, threads)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc, timed_out = proc.wait(), True
+        info = {"rc": rc, "wall_s": round(time.perf_counter() - t, 2), "timed_out": timed_out}
+        self.say(f"{name}: {info}")
+        self.record(name, **info)
+        return info
+
+    def dh(self, name: str, args: list[str], timeout_s: float) -> dict:
+        return self.run(name, [sys.executable, "-m", "deephemnma", *args], timeout_s)
+
+    def fits(self, name: str, need_s: float) -> bool:
+        if self.left_s() < need_s:
+            self.say(f"{name}: skipped ({self.left_s():.0f} s left, needs {need_s:.0f})")
+            self.record(name, skipped=True)
+            return False
+        return True
+
+    def pack(self, paths: list[Path]) -> None:
+        """Small outputs into OUT/artifacts.tar.gz (the lease returns few files)."""
+        tmp = self.out / "artifacts.tar.gz.tmp"
+        with tarfile.open(tmp, "w:gz") as tar:
+            for p in paths:
+                if p.exists() and (p.is_dir() or p.stat().st_size < 4_000_000):
+                    tar.add(p, arcname=str(p.relative_to(self.work)), filter=_small)
+        tmp.replace(self.out / "artifacts.tar.gz")
+
+
+def _small(info: tarfile.TarInfo):
+    if info.isfile() and (info.size > 4_000_000 or info.name.endswith((".mrc", ".mrcs", ".pt"))):
+        return None
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def simulate(s: Session, args) -> bool:
+    total = args.n_set1 + args.n_test
+    per = -(-total // args.shards)
+    s.say(f"simulate: {total} images in {args.shards} shards of {per}")
+    t = time.perf_counter()
+    dh = [sys.executable, "-m", "deephemnma"]
+    procs = [
+        s.start(
+            [
+                *dh,
+                "simulate",
+                "--preset",
+                "paper-ak",
+                "-n",
+                str(per),
+                "--seed",
+                str(1000 + k),
+                "--chunk-size",
+                "500",
+                "-o",
+                f"sim_{k}",
+                "--quiet",
+            ],  # fmt: skip
+            threads=1,
+        )
+        for k in range(args.shards)
+    ]
+    ok = all(p.wait() == 0 for p in procs)
+    sim_s = time.perf_counter() - t
+    procs = [
+        s.start(
+            [
+                *dh,
+                "preprocess",
+                f"sim_{k}/particles.star",
+                "--size",
+                "128",
+                "-o",
+                f"pre_{k}",
+                "--quiet",
+            ],  # fmt: skip
+            threads=1,
+        )
+        for k in range(args.shards)
+    ]
+    ok = ok and all(p.wait() == 0 for p in procs)
+    s.record(
+        "simulate",
+        ok=ok,
+        images=total,
+        simulate_s=round(sim_s, 1),
+        preprocess_s=round(time.perf_counter() - t - sim_s, 1),
+    )
+    return ok and merge(s, args)
+
+
+def merge(s: Session, args) -> bool:
+    """set1/test STARs at 128² (aligned) and at 256² (the originals, same rows)."""
+    import pandas as pd
+
+    from deephemnma.io.star import read_particles, select, write_particles
+
+    modes = [np.load(s.work / f"sim_{k}" / "modes.npz")["vectors"] for k in range(args.shards)]
+    same = all(np.array_equal(modes[0], m) for m in modes[1:])
+    for kind, folder in (("", "pre"), ("_orig", "sim")):
+        tables = []
+        for k in range(args.shards):
+            relocated = s.work / f"shard{kind}_{k}.star"
+            write_particles(relocated, read_particles(s.work / f"{folder}_{k}" / "particles.star"))
+            tables.append(read_particles(relocated))
+        rows = pd.concat([t.particles for t in tables], ignore_index=True)
+        merged = replace(tables[0], particles=rows)
+        write_particles(s.work / f"set1{kind}.star", select(merged, range(args.n_set1)))
+        test = range(args.n_set1, args.n_set1 + args.n_test)
+        write_particles(s.work / f"test{kind}.star", select(merged, test))
+    s.record("simulate", shards_share_modes=bool(same))
+    return same
+
+
+def subset(s: Session, source: str, target: str, n: int, repeat: int = 1) -> Path:
+    import pandas as pd
+
+    from deephemnma.io.star import read_particles, select, write_particles
+
+    table = select(read_particles(s.work / source), range(n))
+    if repeat > 1:
+        table = replace(table, particles=pd.concat([table.particles] * repeat, ignore_index=True))
+    write_particles(s.work / target, table)
+    return s.work / target
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2
+
+
+def train_and_predict(s: Session, args) -> bool:
+    r = s.dh(
+        "train_default",
+        [
+            "train",
+            "--labels",
+            "set1.star",
+            "--particles",
+            "set1.star",
+            "--modes",
+            "sim_0/modes.npz",
+            "-o",
+            "run",
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch),
+            "--device",
+            args.device,
+            "--quiet",
+        ],  # fmt: skip
+        timeout_s=args.train_timeout_s,
+    )
+    history = training_history(s.work / "run")
+    if history:
+        s.record("train_default", **history)
+    if not (s.work / "run" / "last.pt").exists() and not (s.work / "run" / "best.pt").exists():
+        return False
+    if r["timed_out"]:
+        s.say("training timed out: predicting with its last checkpoint")
+    for name, star, out in (
+        ("predict_small", "run/splits/test.star", "pred_small.star"),
+        ("predict_large", "test.star", "pred_large.star"),
+    ):
+        s.dh(name, ["predict", "--particles", star, "--checkpoint", "run", "-o", out,
+                    "--device", args.device, "--batch-size", "1024", "--quiet"], 120)  # fmt: skip
+    return (s.work / "pred_large.star").exists()
+
+
+def training_history(run: Path) -> dict:
+    import pandas as pd
+
+    for name in ("history.csv", "curves.csv"):
+        if (run / name).exists():
+            frame = pd.read_csv(run / name)
+            info = {"epochs_done": int(len(frame)), "history_columns": list(frame.columns)}
+            for col in frame.columns:
+                if col.endswith("_s") or "loss" in col:
+                    info[f"{col}_last"] = float(frame[col].iloc[-1])
+                    if col.endswith("_s"):
+                        info[f"{col}_sum"] = float(frame[col].sum())
+            return info
+    return {}
+
+
+def evaluate(s: Session, args) -> list[subprocess.Popen]:
+    """The two evaluations, in the background (CPU work while the GPU goes on)."""
+    dh = [sys.executable, "-m", "deephemnma", "evaluate"]
+    jobs = []
+    for pred, truth, out, paper in (
+        ("pred_small.star", "set1.star", "eval_small", "table1"),
+        ("pred_large.star", "test.star", "eval_large", "table3"),
+    ):
+        if (s.work / pred).exists():
+            jobs.append(
+                s.start(
+                    [
+                        *dh,
+                        pred,
+                        "--truth",
+                        truth,
+                        "--modes",
+                        "sim_0/modes.npz",
+                        "-o",
+                        out,
+                        "--paper",
+                        paper,
+                    ],
+                    threads=2,
+                )  # fmt: skip
+            )
+    return jobs
+
+
+def throughput(s: Session, args) -> None:
+    n = args.n_test
+    star = subset(s, "test.star", "big.star", n, repeat=args.throughput_repeat)
+    images = n * args.throughput_repeat
+    for name, workers in (("predict_throughput", -1), ("predict_throughput_w8", 8)):
+        if not s.fits(name, 40):
+            return
+        r = s.dh(
+            name,
+            [
+                "predict",
+                "--particles",
+                str(star),
+                "--checkpoint",
+                "run",
+                "-o",
+                f"{name}.star",
+                "--device",
+                args.device,
+                "--batch-size",
+                str(args.predict_batch),
+                "--workers",
+                str(workers),
+                "--chunk-size",
+                str(images),
+            ],  # fmt: skip
+            timeout_s=90,
+        )
+        rate = _reported_rate(s.out / "session.log")
+        s.record(name, images=images, images_per_s_cli_wall=round(images / r["wall_s"], 1),
+                 images_per_s_reported=rate)  # fmt: skip
+
+
+def _reported_rate(log: Path) -> float | None:
+    found = re.findall(r"\(([\d,.]+) images/s", log.read_text())
+    return float(found[-1].replace(",", "")) if found else None
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 3: group FSC with predicted parameters
+
+
+def groups_fsc(s: Session, args) -> None:
+    from deephemnma.groups import from_labels, write_groups
+    from deephemnma.io.star import column, read_particles
+
+    truth = read_particles(s.work / "test.star")
+    r = np.asarray(column(truth, "deephemnmaTrajectoryR"), dtype=float)
+    n = len(r)
+    order = np.argsort(r, kind="stable")
+    labels = np.empty(n, dtype=np.int64)
+    labels[order] = np.arange(n) * args.groups // n
+    write_groups(s.work / "groups.json", from_labels(labels, "helix", "bins"))
+    out = s.work / "reconstruct_pred"
+    s.dh(
+        "reconstruct_predicted",
+        [
+            "reconstruct",
+            "pred_large.star",
+            "--images",
+            "test_orig.star",
+            "-o",
+            str(out),
+            "--groups",
+            "groups.json",
+            "--modes",
+            "sim_0/modes.npz",
+            "--min-particles",
+            "100",
+            "--device",
+            args.device,
+            "--quiet",
+        ],  # fmt: skip
+        timeout_s=args.reconstruct_timeout_s,
+    )
+    summary = out / "summary.json"
+    if summary.exists():
+        groups = json.loads(summary.read_text())["groups"]
+        keys = ("resolution_fsc0143_A", "resolution_fsc05_A", "resolution_model_fsc0143_A",
+                "resolution_model_fsc05_A")  # fmt: skip
+        s.record(
+            "reconstruct_predicted",
+            groups=len(groups),
+            mean={k: float(np.mean([g[k] for g in groups])) for k in keys},
+            per_group=[{k: g[k] for k in ("name", "n_particles", *keys)} for g in groups],
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1 and refinement on the device
+
+
+def chunked(s: Session, name: str, command: list[str], out: Path, n: int, timeout_s: float):
+    r = s.dh(name, command, timeout_s)
+    done = sum(1 for _ in (out / "chunks").glob("chunk_*.npz")) if (out / "chunks").exists() else 0
+    s.record(name, chunks_done=done, images_done=min(n, done * args_chunk(command)),
+             images_per_s=round(min(n, done * args_chunk(command)) / r["wall_s"], 2))  # fmt: skip
+    return r
+
+
+def args_chunk(command: list[str]) -> int:
+    return int(command[command.index("--chunk-size") + 1])
+
+
+def stage1(s: Session, args) -> None:
+    n = args.align_n
+    subset(s, "test.star", "align_in.star", n)
+    out = s.work / "align"
+    command = ["align", "--particles", "align_in.star", "--modes", "sim_0/modes.npz",
+               "--reference", "sim_0/reference.pdb", "-o", str(out), "--device", args.device,
+               "--chunk-size", str(args.chunk), "--quiet"]  # fmt: skip
+    if args.align_batch:
+        command += ["--batch-size", str(args.align_batch)]
+    chunked(s, "align_gpu", command, out, n, args.align_timeout_s)
+    if (out / "particles.star").exists():
+        s.dh("evaluate_align", ["evaluate", str(out / "particles.star"), "--truth", "test.star",
+                                "--modes", "sim_0/modes.npz", "-o", "eval_align"], 60)  # fmt: skip
+
+
+def refine(s: Session, args) -> None:
+    n = args.align_n
+    subset(s, "pred_large.star", "refine_in.star", n)
+    out = s.work / "refine"
+    command = ["refine", "--particles", "refine_in.star", "--modes", "sim_0/modes.npz",
+               "--reference", "sim_0/reference.pdb", "-o", str(out), "--device", args.device,
+               "--chunk-size", str(args.chunk), "--quiet"]  # fmt: skip
+    if args.align_batch:
+        command += ["--batch-size", str(args.align_batch)]
+    if (s.work / "align" / "particles.star").exists():
+        # Stage 1's scores of the same images set the failure threshold (as the pipeline does).
+        command += ["--score-reference", str(s.work / "align" / "particles.star")]
+    chunked(s, "refine_gpu", command, out, n, args.refine_timeout_s)
+    if (out / "particles.star").exists():
+        command = ["evaluate", str(out / "particles.star"), "--truth", "test.star", "--modes",
+                   "sim_0/modes.npz", "-o", "eval_refine"]  # fmt: skip
+        s.dh("evaluate_refine", command, 60)
+
+
+def paper_recipe(s: Session, args) -> None:
+    n = args.paper_n
+    subset(s, "set1.star", "paper_in.star", n)
+    s.dh(
+        "train_paper_speed",
+        [
+            "train",
+            "--recipe",
+            "paper",
+            "--labels",
+            "paper_in.star",
+            "--particles",
+            "paper_in.star",
+            "--modes",
+            "sim_0/modes.npz",
+            "-o",
+            "run_paper",
+            "--epochs",
+            "1",
+            "--val",
+            "100",
+            "--test",
+            "100",
+            "--device",
+            args.device,
+            "--quiet",
+        ],  # fmt: skip
+        timeout_s=args.paper_timeout_s,
+    )
+    history = training_history(s.work / "run_paper")
+    if history:
+        s.record("train_paper_speed", train_images=n - 200, **history)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def table_of(folder: Path) -> dict:
+    """The evaluation's summary numbers, whatever file holds them."""
+    found = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            found[path.name] = json.loads(path.read_text())
+        except ValueError:
+            continue
+    return found
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--work", default="/tmp/deephemnma-gpu-session")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--budget-s", type=float, default=470)
+    p.add_argument("--shards", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--n-set1", type=int, default=20000)
+    p.add_argument("--n-test", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--train-timeout-s", type=float, default=170)
+    p.add_argument("--predict-batch", type=int, default=1024)
+    p.add_argument("--throughput-repeat", type=int, default=20)
+    p.add_argument("--groups", type=int, default=10)
+    p.add_argument("--reconstruct-timeout-s", type=float, default=90)
+    p.add_argument("--align-n", type=int, default=1000)
+    p.add_argument("--align-batch", type=int, default=0, help="0: the CLI's device default")
+    p.add_argument("--chunk", type=int, default=250)
+    p.add_argument("--align-timeout-s", type=float, default=60)
+    p.add_argument("--refine-timeout-s", type=float, default=45)
+    p.add_argument("--paper-n", type=int, default=1200)
+    p.add_argument("--paper-timeout-s", type=float, default=40)
+    args = p.parse_args()
+
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    s = Session(out, work, args.budget_s)
+    import torch
+
+    s.results["args"] = vars(args)
+    s.results["machine"] = {
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpus": os.cpu_count(),
+    }
+    s.save()
+    artifacts = [work / n for n in ("run/history.csv", "run/curves.png", "run/config.json",
+                                    "eval_small", "eval_large", "eval_align", "eval_refine",
+                                    "reconstruct_pred", "align/summary.json",
+                                    "refine/summary.json", "run_paper/history.csv")]  # fmt: skip
+    try:
+        if not simulate(s, args):
+            s.say("simulation failed; see the log")
+            return
+        if not train_and_predict(s, args):
+            s.say("no trained network; see the log")
+            return
+        background = evaluate(s, args)
+        throughput(s, args)
+        if s.fits("reconstruct_predicted", 40):
+            groups_fsc(s, args)
+        if s.fits("align_gpu", 30):
+            stage1(s, args)
+        if s.fits("refine_gpu", 30):
+            refine(s, args)
+        for job in background:
+            job.wait(timeout=max(1, s.left_s() - 30))
+        for name in ("eval_small", "eval_large", "eval_align", "eval_refine"):
+            if (work / name).exists():
+                s.results[name] = table_of(work / name)
+        s.save()
+        if s.fits("train_paper_speed", 25):
+            paper_recipe(s, args)
+    finally:
+        s.pack(artifacts)
+        s.save()
+        s.say("done")
+        print_summary(s.results)
+
+
+def _metrics(evaluation: dict) -> str:
+    r = evaluation.get("evaluation.json", {}).get("results", [{}])[0]
+    if not r:
+        return "–"
+    amp = r["amplitudes"]["mean_over_modes"]
+    ang = r["angles"]["axes"]
+    sx, sy = r["shifts"]["x"]["mean"], r["shifts"]["y"]["mean"]
+    rmsd = r["rmsd"]
+    return (
+        f"n {r['n']}  amp MAE {amp:.2f}  angle {ang['mean']:.2f}±{ang['std']:.2f}° "
+        f"(median {ang['median']:.2f}°, >10° {100 * r['angles']['gross_fraction']:.2f}%)  "
+        f"shift {sx:.3f}/{sy:.3f} Å  RMSD amp/ang/shift {rmsd['amplitudes']['mean']:.2f}/"
+        f"{rmsd['angles']['mean']:.2f}/{rmsd['shifts']['mean']:.2f} Å"
+    )
+
+
+def print_summary(results: dict) -> None:
+    """The figures that matter, last in the output (a lease returns the output's tail)."""
+    steps = results["steps"]
+    print("\n==== summary ====", results.get("machine"))
+    for name, info in steps.items():
+        keep = {k: v for k, v in info.items() if k not in ("history_columns", "per_group")}
+        print(f"{name}: {json.dumps(keep, default=str)}")
+    for name in ("eval_small", "eval_large", "eval_align", "eval_refine"):
+        if name in results:
+            print(f"{name}: {_metrics(results[name])}")
+
+
+if __name__ == "__main__":
+    main()
