@@ -119,7 +119,8 @@ def preprocess_images(
     spectrum = crop_spectrum(torch.fft.rfft2(images), n, out)
     if ctf is not None:
         out_pixel_A = pixel_size_A * n / out
-        spectrum = spectrum * torch.sign(ctf_rfft_shared(ctf, out, out_pixel_A, dtype=images.dtype))
+        values = ctf_rfft_shared(ctf, out, out_pixel_A, device=images.device, dtype=images.dtype)
+        spectrum = spectrum * torch.sign(values)
     result = torch.fft.irfft2(spectrum, s=(out, out)) * (out / n) ** 2
     if config.normalize:
         result = normalize_background(result, config.bg_radius_fraction)

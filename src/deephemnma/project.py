@@ -14,6 +14,7 @@ The CTF is applied by :mod:`deephemnma.ctf`; :func:`render_images` chains everyt
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -39,6 +40,11 @@ class AtomModel:
     weight: torch.Tensor
     sigma_A: torch.Tensor
     modes: torch.Tensor | None = None
+
+    @functools.cached_property
+    def max_sigma_A(self) -> float:
+        """The widest Gaussian's σ (Å), read from the device once per model."""
+        return float(self.sigma_A.max())
 
     @property
     def n_modes(self) -> int:
@@ -135,9 +141,11 @@ def rotate(coords_A: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return coords_A @ matrix.transpose(-1, -2)
 
 
-def window_half_width_px(sigma_A: torch.Tensor, pixel_size_A: float) -> int:
-    """Half width (pixels) of the window that holds every Gaussian of the model."""
-    return int(math.ceil(_WINDOW_SIGMAS * float(sigma_A.max()) / pixel_size_A)) + 1
+def window_half_width_px(sigma_A: torch.Tensor | float, pixel_size_A: float) -> int:
+    """Half width (pixels) of the window that holds every Gaussian of the model (``sigma_A``:
+    the σ tensor, or its maximum)."""
+    widest = sigma_A if isinstance(sigma_A, float) else float(sigma_A.max())
+    return int(math.ceil(_WINDOW_SIGMAS * widest / pixel_size_A)) + 1
 
 
 def _axis_profiles(
@@ -199,6 +207,7 @@ def project_atoms(
     image_size: int,
     pixel_size_A: float,
     shift_A: torch.Tensor | None = None,
+    max_sigma_A: float | None = None,
 ) -> torch.Tensor:
     """Projected potential of atoms already in the image frame, averaged over each pixel.
 
@@ -213,7 +222,7 @@ def project_atoms(
         y = y - shift_A[..., 1:2]
     center = image_size // 2
     sigma_px = sigma_A / pixel_size_A
-    half = window_half_width_px(sigma_A, pixel_size_A)
+    half = window_half_width_px(sigma_A if max_sigma_A is None else max_sigma_A, pixel_size_A)
     px, sx = _axis_profiles(x / pixel_size_A + center, sigma_px, image_size, half)
     py, sy = _axis_profiles(y / pixel_size_A + center, sigma_px, image_size, half)
     # Each atom's image is Σ_g a_g · y-profile ⊗ x-profile on its window.
@@ -236,7 +245,13 @@ def render_images(
     """
     coords = deform(model.coords_A, model.modes, amplitudes)
     return project_atoms(
-        rotate(coords, matrices), model.weight, model.sigma_A, image_size, pixel_size_A, shift_A
+        rotate(coords, matrices),
+        model.weight,
+        model.sigma_A,
+        image_size,
+        pixel_size_A,
+        shift_A,
+        max_sigma_A=model.max_sigma_A,
     )
 
 

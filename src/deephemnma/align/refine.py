@@ -88,7 +88,7 @@ def refine(
         with torch.no_grad():
             improved = loss < best
             best = torch.where(improved, loss, best)
-            best_x[improved] = x.detach()[improved]
+            best_x = torch.where(improved[:, None], x.detach(), best_x)
         if step == steps:
             break
         for group in optimizer.param_groups:

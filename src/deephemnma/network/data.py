@@ -241,21 +241,19 @@ def dihedral_images(images: torch.Tensor, element: torch.Tensor) -> torch.Tensor
     """Apply D4 element ``DIHEDRAL[element[b]]`` to each image: ``I'(p) = I(L⁻¹ p)``.
 
     images: (B, H, W) square; element: (B,) int in 0..7. Pixel permutation about ``N//2``,
-    modulo N (one edge row/column wraps around on an even box).
+    modulo N (one edge row/column wraps around on an even box). One gather, no host sync.
     """
     n = _square(images)
     x, y = _coordinates(n, images.device)
-    out = images.clone()
     c = n // 2
-    for k, mat in enumerate(DIHEDRAL):
-        chosen = element == k
-        if k == 0 or not bool(chosen.any()):
-            continue
+    sources = []
+    for mat in DIHEDRAL:
         inv = mat.T  # orthogonal: L⁻¹ = Lᵀ
         src_x = (int(inv[0, 0]) * x + int(inv[0, 1]) * y + c) % n
         src_y = (int(inv[1, 0]) * x + int(inv[1, 1]) * y + c) % n
-        out[chosen] = images[chosen][:, src_y, src_x]
-    return out
+        sources.append((src_y * n + src_x).reshape(-1))
+    index = torch.stack(sources)[element.to(images.device).long()]  # (B, H·W)
+    return images.reshape(len(images), -1).gather(1, index).reshape(images.shape)
 
 
 def _shear(images: torch.Tensor, amount: torch.Tensor, axis: str) -> torch.Tensor:

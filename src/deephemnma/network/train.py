@@ -362,9 +362,9 @@ def _run_epoch(
     training = optimizer is not None
     model.train(training)
     use_bf16 = _use_bf16(config, device)
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor | float] = {}
     count = 0
-    errors = {"amp": 0.0, "angle": 0.0, "shift": 0.0}
+    errors = {"amp": 0.0, "angle": 0.0, "shift": 0.0}  # device tensors once added to
     grad = torch.enable_grad() if training else torch.no_grad()
     with grad:
         for batch in loader:
@@ -385,24 +385,25 @@ def _run_epoch(
             n = batch["images"].shape[0]
             count += n
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+                sums[k] = sums.get(k, 0.0) + v.detach().double() * n  # no host sync per step
             if not training:
                 phys = decode(raw, spec, scaling)
                 if "amplitudes" in phys:
-                    errors["amp"] += float((phys["amplitudes"] - batch["amplitudes"]).abs().sum())
+                    errors["amp"] += (phys["amplitudes"] - batch["amplitudes"]).abs().sum().double()
                 if "matrices" in phys:
                     from deephemnma.geometry import angular_error_deg
 
                     err = angular_error_deg(phys["matrices"], batch["matrices"].double())
-                    errors["angle"] += float(err.sum())
+                    errors["angle"] += err.sum().double()
                 if "shifts_A" in phys:
-                    errors["shift"] += float((phys["shifts_A"] - batch["shifts_A"]).abs().sum())
+                    errors["shift"] += (phys["shifts_A"] - batch["shifts_A"]).abs().sum().double()
             if bar is not None:
                 bar.advance(n * d.world)
     keys = sorted(sums)
     totals = _all_sum(
         torch.tensor(
-            [sums[k] for k in keys] + [count] + list(errors.values()), dtype=torch.float64
+            [float(sums[k]) for k in keys] + [count] + [float(e) for e in errors.values()],
+            dtype=torch.float64,
         ),
         d,
         device,
@@ -553,6 +554,8 @@ def _previous_run(last_path: Path, config: TrainConfig, restart: bool) -> dict |
         for f in fields(TrainConfig)
         if f.name not in _RESUMABLE and getattr(old, f.name) != getattr(config, f.name)
     ]
+    if config.schedule == "onecycle" and old.epochs != config.epochs:
+        changed.append("epochs (a one-cycle schedule spans the epochs first planned)")
     if changed:
         raise InputError(
             "the folder holds a run with other settings",

@@ -47,6 +47,11 @@ class Context:
     def workers(self) -> int:
         return self.config.project.workers or os.cpu_count() or 1
 
+    def align_workers(self) -> int | None:
+        """Stage 1 / refinement processes: the project's setting, else None (run_chunks then
+        runs one process on a GPU, all cores on the CPU)."""
+        return self.config.project.workers or None
+
     def modes(self) -> Path:
         return self.folder("nma") / "modes.npz"
 
@@ -216,7 +221,7 @@ def run_stage1(ctx: Context) -> dict:
         config,
         chunk_size=cfg.chunk_size,
         scheduler=ctx.config.project.scheduler or None,
-        workers=ctx.workers(),
+        workers=ctx.align_workers(),
         device=ctx.align_device(),
         progress=ctx.config.project.progress,
     )
@@ -328,7 +333,7 @@ def run_predict(ctx: Context) -> dict:
             ),
             predict_options=options,
             refine_options={
-                "workers": ctx.workers(),
+                "workers": ctx.align_workers(),
                 "scheduler": ctx.config.project.scheduler or None,
                 "device": ctx.align_device(),
                 "progress": ctx.config.project.progress,
