@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -225,33 +226,67 @@ def subset(s: Session, source: str, target: str, n: int, repeat: int = 1) -> Pat
 # Stage 2
 
 
+def _train_command(args, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "deephemnma", "train", "--labels", "set1.star",
+            "--particles", "set1.star", "--modes", "sim_0/modes.npz", "-o", "run", "--epochs",
+            str(epochs), "--batch-size", str(args.batch), "--device", args.device, "--restart",
+            "--quiet"]  # fmt: skip
+
+
+def _fresh_train(s: Session, args, epochs: int) -> subprocess.Popen:
+    shutil.rmtree(s.work / "run", ignore_errors=True)  # no stale history.csv to misread
+    return s.start(_train_command(args, epochs))
+
+
+def _epochs_done(run: Path) -> int:
+    try:
+        return max(0, len((run / "history.csv").read_text().strip().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def adaptive_train(s: Session, args) -> dict:
+    """Train ``--epochs``; if the second epoch shows they would not fit the time-out, start
+    again with as many as fit (the one-cycle schedule needs its length known up front)."""
+    t0, epochs = time.perf_counter(), args.epochs
+    deadline = t0 + min(args.train_timeout_s, s.left_s() - 5)
+    s.say(f"train_default: start, {epochs} epochs (time-out {deadline - t0:.0f} s)")
+    proc, seen, checked, restarted = _fresh_train(s, args, epochs), {}, False, False
+    while proc.poll() is None:
+        now = time.perf_counter()
+        if now > deadline:
+            proc.kill()
+            break
+        done = _epochs_done(s.work / "run")
+        if done and done not in seen:
+            seen[done] = now
+        if not checked and 1 in seen and 2 in seen:
+            checked = True
+            per_epoch = seen[2] - seen[1]
+            if now + per_epoch * (epochs - 2) > deadline:
+                proc.kill()
+                proc.wait()
+                epochs = max(4, int((deadline - now - 15) / per_epoch))
+                s.say(f"train_default: {per_epoch:.1f} s/epoch, restarting with {epochs} epochs")
+                restarted = True
+                seen = {}
+                proc = _fresh_train(s, args, epochs)
+        time.sleep(0.25)
+    rc = proc.wait()
+    info = {"rc": rc, "wall_s": round(time.perf_counter() - t0, 2),
+            "timed_out": rc != 0 and time.perf_counter() > deadline,
+            "epochs_planned": epochs, "restarted": restarted}  # fmt: skip
+    s.say(f"train_default: {info}")
+    s.record("train_default", **info)
+    return info
+
+
 def train_and_predict(s: Session, args) -> bool:
-    r = s.dh(
-        "train_default",
-        [
-            "train",
-            "--labels",
-            "set1.star",
-            "--particles",
-            "set1.star",
-            "--modes",
-            "sim_0/modes.npz",
-            "-o",
-            "run",
-            "--epochs",
-            str(args.epochs),
-            "--batch-size",
-            str(args.batch),
-            "--device",
-            args.device,
-            "--quiet",
-        ],  # fmt: skip
-        timeout_s=args.train_timeout_s,
-    )
+    r = adaptive_train(s, args)
     history = training_history(s.work / "run")
     if history:
         s.record("train_default", **history)
-    if not (s.work / "run" / "last.pt").exists() and not (s.work / "run" / "best.pt").exists():
+    if not any((s.work / "run" / name).exists() for name in ("checkpoint.pt", "best.pt")):
         return False
     if r["timed_out"]:
         s.say("training timed out: predicting with its last checkpoint")
