@@ -348,7 +348,9 @@ def throughput(s: Session, args) -> None:
     n = args.n_test
     star = subset(s, "test.star", "big.star", n, repeat=args.throughput_repeat)
     images = n * args.throughput_repeat
-    for name, workers in (("predict_throughput", -1), ("predict_throughput_w8", 8)):
+    runs = [(f"predict_throughput_w{w}" if w >= 0 else "predict_throughput", w)
+            for w in (int(v) for v in args.throughput_workers.split(","))]  # fmt: skip
+    for name, workers in runs:
         if not s.fits(name, 40):
             return
         r = s.dh(
@@ -544,6 +546,12 @@ def main() -> None:
     p.add_argument("--train-timeout-s", type=float, default=170)
     p.add_argument("--predict-batch", type=int, default=1024)
     p.add_argument("--throughput-repeat", type=int, default=20)
+    p.add_argument("--throughput-workers", default="-1,8", help="loader processes per run")
+    p.add_argument(
+        "--steps",
+        default="throughput,reconstruct,align,refine,paper",
+        help="optional steps after training and prediction",
+    )
     p.add_argument("--groups", type=int, default=10)
     p.add_argument("--reconstruct-timeout-s", type=float, default=90)
     p.add_argument("--align-n", type=int, default=1000)
@@ -580,20 +588,25 @@ def main() -> None:
             s.say("no trained network; see the log")
             return
         background = evaluate(s, args)
-        throughput(s, args)
-        if s.fits("reconstruct_predicted", 40):
+        wanted = set(args.steps.split(","))
+        if "reconstruct" in wanted and s.fits("reconstruct_predicted", 40):
             groups_fsc(s, args)
-        if s.fits("align_gpu", 30):
+        if "throughput" in wanted:
+            throughput(s, args)
+        if "align" in wanted and s.fits("align_gpu", 30):
             stage1(s, args)
-        if s.fits("refine_gpu", 30):
+        if "refine" in wanted and s.fits("refine_gpu", 30):
             refine(s, args)
         for job in background:
-            job.wait(timeout=max(1, s.left_s() - 30))
+            try:
+                job.wait(timeout=max(1, s.left_s() - 10))
+            except subprocess.TimeoutExpired:
+                job.kill()
         for name in ("eval_small", "eval_large", "eval_align", "eval_refine"):
             if (work / name).exists():
                 s.results[name] = table_of(work / name)
         s.save()
-        if s.fits("train_paper_speed", 25):
+        if "paper" in wanted and s.fits("train_paper_speed", 25):
             paper_recipe(s, args)
     finally:
         s.pack(artifacts)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -298,6 +299,21 @@ def test_resume_continues_the_same_loss_curve(tiny, tmp_path):
 
     with pytest.raises(InputError, match="other settings"):
         train(labels, tmp_path / "b", _fast(epochs=2, lr=0.1), progress=False, log=_quiet)
+
+
+def test_preloaded_images_train_exactly_as_the_streamed_ones(tiny, tmp_path):
+    # A GPU trains from images loaded onto it once; the batches, their augmentation and
+    # hence the loss curve must be those the loader processes would have served.
+    labels = tiny / "particles.star"
+    config = _fast(epochs=2, augment="rotation", normalization="per-image")
+    streamed = train(labels, tmp_path / "s", replace(config, preload="no", num_workers=1),
+                     progress=False, log=_quiet)  # fmt: skip
+    preloaded = train(labels, tmp_path / "p", replace(config, preload="yes"), progress=False,
+                      log=_quiet)  # fmt: skip
+    for key in ("train_total", "val_total", "val_angle_deg", "val_amp_mae"):
+        a = [r[key] for r in streamed["history"]]
+        b = [r[key] for r in preloaded["history"]]
+        np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=key)
 
 
 def test_prediction_uses_the_training_normalization(tiny, trained, tmp_path):

@@ -95,6 +95,11 @@ def train_command(
     workers: int = typer.Option(
         None, "--workers", help="Data-loading processes (-1: auto, 0 on CPU)."
     ),
+    preload: str = typer.Option(
+        None,
+        help="Load the training and validation images onto the device once: auto (on a GPU "
+        "when they take ≤ 30 % of its memory; 14,000 images of 128² take 0.9 GB) | yes | no.",
+    ),
     device: str = typer.Option("auto", help="cpu | cuda | cuda:N | auto."),
     threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
     restart: bool = typer.Option(False, help="Ignore an existing checkpoint and start over."),
@@ -127,6 +132,7 @@ def train_command(
         test=test,
         seed=seed,
         num_workers=workers,
+        preload=preload,
     )
     result = train(
         labels,

@@ -71,7 +71,8 @@ def predict_arrays(
 ) -> dict[str, np.ndarray]:
     """Predictions for particle ``rows`` of ``images`` (a ParticleImages): ``amplitudes``
     (n, M), ``angles_deg`` (n, 3), ``shifts_A`` (n, 2), float64, for the heads the net has."""
-    dataset = ParticleDataset(images, rows, None, loaded.normalization)
+    # Normalized on the device: reading is then all the loader processes do.
+    dataset = ParticleDataset(images, rows, None)
     sampler = ParticleBatches(len(rows), batch_size)
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -84,7 +85,7 @@ def predict_arrays(
     parts: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for batch in loader:
-            x = batch["images"].to(device, non_blocking=True)
+            x = loaded.normalization.apply(batch["images"].to(device, non_blocking=True))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

@@ -52,6 +52,7 @@ from deephemnma.network.data import (
     Labels,
     ParticleBatches,
     ParticleDataset,
+    PreloadedBatches,
     augment_batch,
     available_heads,
     batch_seed,
@@ -111,6 +112,7 @@ class TrainConfig:
     test: str = "auto"
     seed: int = 0
     num_workers: int = -1
+    preload: str = "auto"
 
     def validate(self) -> None:
         checks = [
@@ -136,6 +138,7 @@ class TrainConfig:
             (self.augment in AUGMENTATIONS, "augment", " | ".join(AUGMENTATIONS)),
             (self.precision in ("auto", "fp32", "bf16"), "precision", "auto | fp32 | bf16"),
             (self.patience >= 0, "patience", "≥ 0"),
+            (self.preload in PRELOAD_CHOICES, "preload", " | ".join(PRELOAD_CHOICES)),
             (
                 set(self.loss_weights) <= set(HEADS)
                 and all(float(w) >= 0 for w in self.loss_weights.values()),
@@ -183,7 +186,12 @@ RECIPES: dict[str, dict] = {
 """Overrides of :class:`TrainConfig`'s defaults per recipe (the defaults are ``default``)."""
 
 # Settings that may change when a run is resumed (they do not change what was computed).
-_RESUMABLE = {"epochs", "patience", "num_workers"}
+_RESUMABLE = {"epochs", "patience", "num_workers", "preload"}
+
+PRELOAD_CHOICES = ("auto", "yes", "no")
+PRELOAD_DEVICE_FRACTION = 0.3
+"""``preload="auto"`` loads the training and validation images onto a GPU when they take at
+most this share of its memory (the network's activations need the rest)."""
 
 
 def recipe_config(recipe: str = "default", **overrides) -> TrainConfig:
@@ -276,6 +284,21 @@ def _num_workers(config: TrainConfig, device: torch.device) -> int:
     return 0
 
 
+def _use_preload(config: TrainConfig, device: torch.device, n_images: int, size: int) -> bool:
+    if config.preload != "auto":
+        return config.preload == "yes"
+    if device.type != "cuda":
+        return False  # a CPU trains far slower than one loader process reads
+    total = torch.cuda.get_device_properties(device).total_memory
+    return PreloadedBatches.nbytes(n_images, size) <= PRELOAD_DEVICE_FRACTION * total
+
+
+def _batches(dataset, sampler, workers: int, device: torch.device, preload: bool):
+    if preload:
+        return PreloadedBatches(dataset, sampler, device)
+    return _loader(dataset, sampler, workers, device)
+
+
 def _loader(dataset, sampler, workers: int, device: torch.device):
     return torch.utils.data.DataLoader(
         dataset,
@@ -289,10 +312,17 @@ def _loader(dataset, sampler, workers: int, device: torch.device):
     )
 
 
-def _to_device(batch: dict, device: torch.device, channels_last: bool, augment: str) -> dict:
-    """Move a batch to ``device``; apply the label-exact augmentation there (when the batch
-    carries a seed); make the images channels-last."""
+def _to_device(
+    batch: dict,
+    device: torch.device,
+    channels_last: bool,
+    augment: str,
+    normalization: InputNormalization,
+) -> dict:
+    """Move a batch to ``device``; normalize its images and apply the label-exact
+    augmentation there (when the batch carries a seed); make the images channels-last."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "seed"}
+    out["images"] = normalization.apply(out["images"])
     if augment != "none" and "seed" in batch:
         generator = torch.Generator().manual_seed(int(batch["seed"]))
         images, matrices, shifts = augment_batch(
@@ -356,9 +386,12 @@ def _run_epoch(
     optimizer=None,
     scheduler=None,
     bar=None,
+    normalization: InputNormalization | None = None,
 ) -> dict:
     """Train (with ``optimizer``) or validate; returns mean losses and, for validation,
-    physical errors (amplitude MAE over modes, angle error in degrees, shift MAE in Å)."""
+    physical errors (amplitude MAE over modes, angle error in degrees, shift MAE in Å).
+    ``normalization``: applied to the loader's raw images on ``device``."""
+    normalization = normalization or InputNormalization("none")
     training = optimizer is not None
     model.train(training)
     use_bf16 = _use_bf16(config, device)
@@ -371,7 +404,7 @@ def _run_epoch(
             if len(batch["positions"]) == 0:  # a rank's share of a short last batch
                 continue
             augment = config.augment if training else "none"
-            batch = _to_device(batch, device, config.channels_last, augment)
+            batch = _to_device(batch, device, config.channels_last, augment, normalization)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 raw = model(batch["images"])
             losses = compute_losses(raw, batch, spec, scaling, loss_config)
@@ -775,17 +808,22 @@ def train(
     val_sampler = ParticleBatches(len(splits["val"]), val_batch, rank=d.rank, world_size=d.world)
     workers = _num_workers(config, dev)
     rows, labs = inputs.particle_rows, inputs.labels
-    train_loader = _loader(
-        ParticleDataset(images, rows[splits["train"]], labs.take(splits["train"]), normalization),
+    preload = _use_preload(
+        config, dev, len(splits["train"]) + len(splits["val"]), inputs.image_size
+    )
+    train_loader = _batches(
+        ParticleDataset(images, rows[splits["train"]], labs.take(splits["train"])),
         train_sampler,
         workers,
         dev,
+        preload,
     )
-    val_loader = _loader(
-        ParticleDataset(images, rows[splits["val"]], labs.take(splits["val"]), normalization),
+    val_loader = _batches(
+        ParticleDataset(images, rows[splits["val"]], labs.take(splits["val"])),
         val_sampler,
         workers,
         dev,
+        preload,
     )
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config, len(train_sampler))
@@ -814,6 +852,7 @@ def train(
             f"{inputs.pixel_size_A:.3g} Å/px), validating on {len(splits['val'])}; recipe "
             f"{config.recipe}, {config.epochs} epochs × {len(train_sampler)} steps of "
             f"{config.batch_size}, {dev}{' bf16' if record['bf16'] else ''}"
+            + (", images preloaded on the device" if preload else "")
             + (f", resuming after epoch {state.epoch}" if state.epoch else "")
         )
 
@@ -834,11 +873,14 @@ def train(
             torch.manual_seed(batch_seed(config.seed, epoch, 2**31, d.rank))  # dropout
             train_stats = _run_epoch(
                 net, train_loader, spec, scaling, loss_config, dev, config, d,
-                optimizer, scheduler, bar,
+                optimizer, scheduler, bar, normalization,
             )  # fmt: skip
             t1 = time.perf_counter()
             # Validation on the unwrapped model: no collective inside, so ranks may differ.
-            val_stats = _run_epoch(model, val_loader, spec, scaling, loss_config, dev, config, d)
+            val_stats = _run_epoch(
+                model, val_loader, spec, scaling, loss_config, dev, config, d,
+                normalization=normalization,
+            )  # fmt: skip
             train_seconds += t1 - t0
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
             row.update({f"train_{k}": v for k, v in train_stats.items()})
