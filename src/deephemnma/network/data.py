@@ -207,6 +207,14 @@ def available_heads(table: ParticleTable, suffix: str = "") -> tuple[str, ...]:
 # Augmentation
 
 
+def to_device_async(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``values`` (CPU) on ``device`` without stalling a GPU: a copy from pageable memory
+    waits for all queued GPU work, one from pinned memory is queued behind it."""
+    if device.type != "cuda" or values.device.type != "cpu":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
+
+
 def _square(images: torch.Tensor) -> int:
     h, w = images.shape[-2:]
     if h != w:
@@ -306,7 +314,8 @@ def transform_labels(
     maps = maps.to(device=matrices.device, dtype=torch.float64)
     l3 = torch.zeros(b, 3, 3, dtype=torch.float64, device=matrices.device)
     l3[:, :2, :2] = maps
-    l3[:, 2, 2] = torch.linalg.det(maps).round()
+    # det of a 2×2 (±1 here) by its formula: a batched LU on a GPU costs more than the rest.
+    l3[:, 2, 2] = (maps[:, 0, 0] * maps[:, 1, 1] - maps[:, 0, 1] * maps[:, 1, 0]).round()
     new_matrices = (l3 @ matrices.to(torch.float64)).to(matrices.dtype)
     new_shifts = None
     if shifts_A is not None:
@@ -333,13 +342,13 @@ def augment_batch(
     b, device = images.shape[0], images.device
     if kind == "dihedral":
         element = torch.randint(0, 8, (b,), generator=generator)
-        images = dihedral_images(images, element.to(device))
+        images = dihedral_images(images, to_device_async(element, device))
         maps = torch.as_tensor(np.stack(DIHEDRAL), dtype=torch.float64)[element]
     elif kind == "rotation":
         mirror = torch.rand(b, generator=generator, dtype=torch.float64) < 0.5
         angle = torch.rand(b, generator=generator, dtype=torch.float64) * (2 * math.pi)
-        images = dihedral_images(images, torch.where(mirror, 4, 0).to(device))
-        images = rotate_images(images, angle.to(device))
+        images = dihedral_images(images, to_device_async(torch.where(mirror, 4, 0), device))
+        images = rotate_images(images, to_device_async(angle, device))
         c, s = torch.cos(angle), torch.sin(angle)
         rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
         flip = torch.ones(b, 2, dtype=torch.float64)
@@ -347,7 +356,7 @@ def augment_batch(
         maps = rot * flip[:, None, :]  # R(α) · diag(±1, 1)
     else:
         raise InputError("unknown augmentation", expected=" | ".join(AUGMENTATIONS), found=kind)
-    maps = maps.to(device)
+    maps = to_device_async(maps, device)
     if matrices is not None:
         matrices, shifts_A = transform_labels(matrices, shifts_A, maps)
     elif shifts_A is not None:
@@ -435,7 +444,9 @@ class PreloadedBatches:
 
     def __iter__(self):
         for positions, seed in self.sampler:
-            index = torch.as_tensor(np.asarray(positions, dtype=np.int64), device=self.device)
+            index = to_device_async(
+                torch.from_numpy(np.asarray(positions, dtype=np.int64)), self.device
+            )
             batch = {k: v.index_select(0, index) for k, v in self.data.items()}
             batch["positions"] = torch.as_tensor(np.asarray(positions, dtype=np.int64))
             if seed is not None:

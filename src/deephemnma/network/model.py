@@ -24,6 +24,7 @@ the decoded rotation matrices, ``‖R̂ − R‖² = 8 sin²(θ/2)``) or ``"geod
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -141,6 +142,13 @@ class DeepHEMNMANet(nn.Module):
 # Targets
 
 
+@functools.lru_cache(maxsize=256)
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor, made once per device: creating it from Python values is a
+    host-to-device copy from pageable memory, which synchronizes the GPU at every step."""
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 @dataclass(frozen=True)
 class TargetScaling:
     """Affine normalization of the regression targets, fitted on the training labels.
@@ -178,8 +186,9 @@ class TargetScaling:
     def _tensors(self, like: torch.Tensor, which: str):
         mean = getattr(self, f"{which}_mean" + ("_A" if which == "shift" else ""))
         std = getattr(self, f"{which}_std" + ("_A" if which == "shift" else ""))
-        t = {"device": like.device, "dtype": like.dtype}
-        return torch.tensor(mean, **t), torch.tensor(std, **t)
+        return _constant(tuple(mean), like.device, like.dtype), _constant(
+            tuple(std), like.device, like.dtype
+        )
 
     def normalize_amplitudes(self, q: torch.Tensor) -> torch.Tensor:
         mean, std = self._tensors(q, "amplitude")

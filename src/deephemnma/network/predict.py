@@ -34,7 +34,7 @@ from deephemnma.errors import InputError
 from deephemnma.network.checkpoint import LoadedNetwork, load_network, resolve_checkpoint
 from deephemnma.network.data import ParticleBatches, ParticleDataset
 from deephemnma.network.model import decode, fold_batchnorm
-from deephemnma.network.train import bf16_fast, resolve_device
+from deephemnma.network.train import bf16_fast, resolve_device, use_fast_kernels
 
 __all__ = ["predict", "predict_arrays", "prepare_for_inference"]
 
@@ -146,6 +146,7 @@ def predict(
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
+    use_fast_kernels(dev)
     if threads:
         torch.set_num_threads(int(threads))
     if batch_size < 1 or chunk_size < 1:

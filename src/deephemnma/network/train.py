@@ -221,6 +221,12 @@ def bf16_fast(device: torch.device) -> bool:
         return False
 
 
+def use_fast_kernels(device: torch.device) -> None:
+    """Let cuDNN time its algorithms once per input shape (fixed here) and keep the fastest."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -321,7 +327,13 @@ def _to_device(
 ) -> dict:
     """Move a batch to ``device``; normalize its images and apply the label-exact
     augmentation there (when the batch carries a seed); make the images channels-last."""
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "seed"}
+    # Positions stay on the host (only their count is used); moving them unpinned would
+    # stall the GPU every step.
+    out = {
+        k: v if k == "positions" else v.to(device, non_blocking=True)
+        for k, v in batch.items()
+        if k != "seed"
+    }
     out["images"] = normalization.apply(out["images"])
     if augment != "none" and "seed" in batch:
         generator = torch.Generator().manual_seed(int(batch["seed"]))
@@ -771,6 +783,7 @@ def train(
     config.validate()
     t_start = time.perf_counter()
     d, dev = _init_distributed(resolve_device(device))
+    use_fast_kernels(dev)
     if threads:
         torch.set_num_threads(int(threads))
     out = Path(out_dir)
