@@ -354,6 +354,48 @@ def test_prediction_uses_the_training_normalization(tiny, trained, tmp_path):
     assert (pred.particles["rlnDefocusU"] == val.particles["rlnDefocusU"]).all()
 
 
+def test_predict_preprocesses_raw_full_size_particles_on_the_fly(tiny, trained, tmp_path):
+    # A network trained on phase-flipped, downsampled images predicts the raw full-size
+    # particles as if they had been preprocessed: no preprocessed copy of a million images.
+    raw = tmp_path / "raw"
+    options = ["--image-size", "64", "--pixel-size", "1.3", "--max-shift", "1", "--quiet"]
+    assert main(["simulate", "-n", "40", *options, "--seed", "3", "-o", str(raw)]) == 0
+    pre = tmp_path / "pre"
+    command = ["preprocess", str(raw / "particles.star"), "--size", "32", "-o", str(pre)]
+    assert main([*command, "--quiet"]) == 0
+    run = tmp_path / "run"
+    train(pre / "particles.star", run, _fast(epochs=1), progress=False, log=_quiet)
+    assert read_checkpoint(run / "best.pt")["phase_flipped"] is True
+
+    kw = {"precision": "fp32", "progress": False, "workers": 0}
+    on_copy = read_particles(predict(pre / "particles.star", run, tmp_path / "a.star", **kw)["out"])
+    on_raw = read_particles(predict(raw / "particles.star", run, tmp_path / "b.star", **kw)["out"])
+    np.testing.assert_allclose(amplitudes(on_raw)[1], amplitudes(on_copy)[1], atol=0.05)
+    errors = angular_error_deg(
+        euler_to_matrix(torch.as_tensor(angles_deg(on_raw))),
+        euler_to_matrix(torch.as_tensor(angles_deg(on_copy))),
+    )
+    assert float(errors.max()) < 0.05
+    np.testing.assert_allclose(shifts_A(on_raw), shifts_A(on_copy), atol=1e-3)
+
+    # The output points at the images it was given: the full-size ones.
+    def files(table, folder):
+        return [(folder / n.split("@")[1]).resolve() for n in table.particles["rlnImageName"]]
+
+    assert files(on_raw, tmp_path) == files(read_particles(raw / "particles.star"), raw)
+
+    from deephemnma.errors import InputError
+
+    # Images the network never saw the like of are refused, not silently mispredicted.
+    with pytest.raises(InputError, match="phase-flipped but the network was trained on raw"):
+        predict(pre / "particles.star", trained[0], tmp_path / "c.star", **kw)
+    other = tmp_path / "other"
+    options[3] = "1.0"  # 64 px at 1.0 Å: another physical box than 32 px at 2.6 Å
+    assert main(["simulate", "-n", "4", *options, "-o", str(other)]) == 0
+    with pytest.raises(InputError, match="cannot be cropped"):
+        predict(other / "particles.star", run, tmp_path / "d.star", **kw)
+
+
 def test_predict_resumes_and_streams_in_chunks(trained, tmp_path):
     run, _ = trained
     val_star = run / "splits" / "val.star"

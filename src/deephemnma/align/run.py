@@ -190,7 +190,9 @@ def dataset_inputs(particles, modes, mode_numbers, use_ctf: bool, out: Path):
 
     (out / "chunks").mkdir(parents=True, exist_ok=True)
     table = read_particles(particles)
-    phase_flipped = phase_flipped_data(table)
+    from deephemnma.io.star import phase_flipped as data_phase_flipped
+
+    phase_flipped = data_phase_flipped(table)
     if use_ctf:
         require_ctf(table, particles, phase_flipped)
     if mode_numbers is None:
@@ -341,13 +343,6 @@ def run_chunks(worker, job, todo, paths, chunks, scheduler, workers, progress, l
             client.close()
             if cluster is not None:
                 cluster.close()
-
-
-def phase_flipped_data(table) -> bool:
-    optics = table.optics
-    if "rlnCtfDataArePhaseFlipped" not in optics:
-        return False
-    return bool(int(optics["rlnCtfDataArePhaseFlipped"].iloc[0]))
 
 
 def require_ctf(table, path, phase_flipped: bool) -> None:

@@ -17,8 +17,9 @@ def predict_command(
     particles: Path = typer.Option(
         ...,
         "--particles",
-        help="RELION STAR of the particles (same box in pixels and pixel size in Å as the "
-        "training images).",
+        help="RELION STAR of the particles: as the training images, or the raw full-size "
+        "particles (same box in Å, larger in pixels; phase flip and Fourier crop are "
+        "then applied on the fly, as 'preprocess' did for training).",
     ),
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", help="Checkpoint file, or a training folder (uses its best.pt)."

@@ -583,6 +583,14 @@ def common_image_size_px(table: ParticleTable) -> int:
     return int(_common(table, image_size_px(table), IMAGE_SIZE, 0.0))
 
 
+def phase_flipped(table: ParticleTable) -> bool:
+    """Whether the images are CTF phase-flipped (optics ``rlnCtfDataArePhaseFlipped``)."""
+    optics = table.optics
+    if "rlnCtfDataArePhaseFlipped" not in optics:
+        return False
+    return bool(int(optics["rlnCtfDataArePhaseFlipped"].iloc[0]))
+
+
 def ctf_parameters(table: ParticleTable) -> CTFParams:
     """Per-particle CTF parameters with units (RELION definitions), each field an (N,) array.
 

@@ -5,7 +5,8 @@ A checkpoint is a plain dict (loadable with ``torch.load(weights_only=True)``):
 - ``format`` ("deephemnma-network"), ``format_version``, ``deephemnma`` (version);
 - ``spec``: :class:`NetworkSpec` as a dict; ``model``: the state dict of the (unwrapped) net;
 - ``normalization``: :class:`InputNormalization`; ``scaling``: :class:`TargetScaling`;
-- ``mode_numbers`` (list), ``image_size`` (pixels), ``pixel_size_A``;
+- ``mode_numbers`` (list), ``image_size`` (pixels), ``pixel_size_A``, ``phase_flipped`` (the
+  training images were CTF phase-flipped; absent in older checkpoints);
 - ``config``: the training configuration; ``epoch``: completed epochs; ``history``: one dict
   per epoch; ``best``: ``{"epoch", "val_loss"}``; ``bad_epochs`` (early stopping);
 - for resuming only (``checkpoint.pt``, not ``best.pt``): ``optimizer``, ``scheduler``.
@@ -88,6 +89,7 @@ class LoadedNetwork:
     image_size: int
     pixel_size_A: float
     state: dict
+    phase_flipped: bool | None = None  # None: a checkpoint from before this was recorded
 
 
 def load_network(path: str | Path, device="cpu") -> LoadedNetwork:
@@ -106,4 +108,5 @@ def load_network(path: str | Path, device="cpu") -> LoadedNetwork:
         image_size=int(state["image_size"]),
         pixel_size_A=float(state["pixel_size_A"]),
         state=state,
+        phase_flipped=None if "phase_flipped" not in state else bool(state["phase_flipped"]),
     )

@@ -68,9 +68,12 @@ def predict_arrays(
     channels_last: bool = True,
     workers: int = 0,
     bar=None,
+    transform=None,
 ) -> dict[str, np.ndarray]:
     """Predictions for particle ``rows`` of ``images`` (a ParticleImages): ``amplitudes``
-    (n, M), ``angles_deg`` (n, 3), ``shifts_A`` (n, 2), float64, for the heads the net has."""
+    (n, M), ``angles_deg`` (n, 3), ``shifts_A`` (n, 2), float64, for the heads the net has.
+    ``transform``: from :func:`input_transform`, applied on the device before the
+    normalization."""
     # Normalized on the device: reading is then all the loader processes do.
     dataset = ParticleDataset(images, rows, None)
     sampler = ParticleBatches(len(rows), batch_size)
@@ -85,7 +88,10 @@ def predict_arrays(
     parts: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for batch in loader:
-            x = loaded.normalization.apply(batch["images"].to(device, non_blocking=True))
+            x = batch["images"].to(device, non_blocking=True)
+            if transform is not None:
+                x = transform(x[:, 0], rows[batch["positions"].numpy()])[:, None]
+            x = loaded.normalization.apply(x)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -107,19 +113,59 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_images(table, loaded: LoadedNetwork, path) -> None:
-    from deephemnma.io.star import common_image_size_px, common_pixel_size_A
+def input_transform(table, loaded: LoadedNetwork, path):
+    """How to turn the particles' images into the training images' kind, or None when they
+    already are: phase flip (when training's were flipped and these are not) and Fourier
+    crop to the training box (the same physical box, a larger pixel size), as ``deephemnma
+    preprocess`` did for the training set — so raw full-size particles need no preprocessed
+    copy. Returns ``transform(images (B, n, n) on the device, rows) → (B, N, N)``;
+    InputError when the particles cannot be made into the training images' kind."""
+    from deephemnma.io.star import (
+        common_image_size_px,
+        common_pixel_size_A,
+        ctf_parameters,
+        phase_flipped,
+    )
+    from deephemnma.preprocess import PreprocessConfig, preprocess_images
 
     size, pixel = common_image_size_px(table), common_pixel_size_A(table)
-    if size != loaded.image_size or abs(pixel - loaded.pixel_size_A) > 0.01 * loaded.pixel_size_A:
+    box_A, train_box_A = size * pixel, loaded.image_size * loaded.pixel_size_A
+    same_grid = size == loaded.image_size and abs(pixel - loaded.pixel_size_A) <= (
+        0.01 * loaded.pixel_size_A
+    )
+    if not same_grid and (size < loaded.image_size or abs(box_A - train_box_A) > 0.01 * box_A):
         raise InputError(
-            "the particles differ from the training images in box or pixel size",
+            "the particles cannot be cropped to the training images' box and pixel size",
             path=path,
             field="rlnImageSize / rlnImagePixelSize",
-            expected=f"{loaded.image_size} px at {loaded.pixel_size_A:.4g} Å "
-            "(run 'deephemnma preprocess' as for the training set)",
+            expected=f"{loaded.image_size} px at {loaded.pixel_size_A:.4g} Å, or a larger box "
+            f"of the same {train_box_A:.4g} Å (run 'deephemnma preprocess' as for the "
+            "training set)",
             found=f"{size} px at {pixel:.4g} Å",
         )
+    flipped = phase_flipped(table)
+    wanted = loaded.phase_flipped
+    if wanted is None or flipped == wanted:
+        flip = False
+    elif flipped and not wanted:
+        raise InputError(
+            "the particles are phase-flipped but the network was trained on raw images",
+            path=path,
+            field="rlnCtfDataArePhaseFlipped",
+            expected="0, as the training images",
+            found="1",
+        )
+    else:
+        flip = True
+    if same_grid and not flip:
+        return None
+    ctf = ctf_parameters(table) if flip else None
+    config = PreprocessConfig(out_size=loaded.image_size, phase_flip=flip, normalize=False)
+
+    def transform(images: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return preprocess_images(images, None if ctf is None else ctf.index(rows), pixel, config)
+
+    return transform
 
 
 def predict(
@@ -154,7 +200,7 @@ def predict(
     ckpt_path = resolve_checkpoint(checkpoint)
     loaded = load_network(ckpt_path, "cpu")
     table = read_particles(particles)
-    _check_images(table, loaded, particles)
+    transform = input_transform(table, loaded, particles)
     bf16 = _use_bf16(precision, dev)
     if workers < 0:
         workers = min(4, max(1, (os.cpu_count() or 2) - 1)) if dev.type == "cuda" else 0
@@ -206,7 +252,7 @@ def predict(
             tc = time.perf_counter()
             arrays = predict_arrays(
                 model, loaded, images, np.arange(lo, hi), dev, batch_size, bf16,
-                workers=workers, bar=bar,
+                workers=workers, bar=bar, transform=transform,
             )  # fmt: skip
             t_compute += time.perf_counter() - tc
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:

@@ -778,6 +778,7 @@ def train(
     ``train_seconds``.
     """
     from deephemnma.io.mrc import ParticleImages
+    from deephemnma.io.star import phase_flipped
     from deephemnma.progress import progress_bar
 
     config.validate()
@@ -855,6 +856,7 @@ def train(
         "mode_numbers": _mode_numbers(inputs),
         "image_size": inputs.image_size,
         "pixel_size_A": inputs.pixel_size_A,
+        "phase_flipped": phase_flipped(inputs.particle_table),
         "config": config.to_dict(),
         "splits": {k: int(len(v)) for k, v in splits.items()},
     }
