@@ -301,6 +301,32 @@ def test_resume_continues_the_same_loss_curve(tiny, tmp_path):
         train(labels, tmp_path / "b", _fast(epochs=2, lr=0.1), progress=False, log=_quiet)
 
 
+def test_time_budget_plans_the_epochs_without_changing_the_training(tiny, tmp_path):
+    labels = tiny / "particles.star"
+    # A generous budget: the cap (3 epochs) fits; the timing steps must leave no trace, so
+    # the run equals a plain 3-epoch run.
+    budget = train(labels, tmp_path / "b", _fast(epochs=3, max_minutes=5.0), progress=False,
+                   log=_quiet)  # fmt: skip
+    plain = train(labels, tmp_path / "p", _fast(epochs=3), progress=False, log=_quiet)
+    assert budget["epochs_done"] == 3
+    for key in ("train_total", "val_total", "lr"):
+        a = [r[key] for r in budget["history"]]
+        b = [r[key] for r in plain["history"]]
+        np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=key)
+    # A budget spent before training starts still trains one epoch, with the whole schedule.
+    short = train(labels, tmp_path / "s", _fast(epochs=50, max_minutes=1e-4), progress=False,
+                  log=_quiet)  # fmt: skip
+    assert short["epochs_done"] == 1
+    assert read_checkpoint(tmp_path / "s" / "checkpoint.pt")["config"]["epochs"] == 1
+    # A resumed budget run keeps its plan (the CLI's --epochs default does not matter).
+    part = train(labels, tmp_path / "r", _fast(epochs=3, max_minutes=5.0), progress=False,
+                 log=_quiet, stop_after_epochs=1)  # fmt: skip
+    assert part["epochs_done"] == 1
+    rest = train(labels, tmp_path / "r", _fast(epochs=60, max_minutes=5.0), progress=False,
+                 log=_quiet)  # fmt: skip
+    assert rest["epochs_done"] == 3
+
+
 def test_preloaded_images_train_exactly_as_the_streamed_ones(tiny, tmp_path):
     # A GPU trains from images loaded onto it once; the batches, their augmentation and
     # hence the loss curve must be those the loader processes would have served.

@@ -95,6 +95,12 @@ def train_command(
     workers: int = typer.Option(
         None, "--workers", help="Data-loading processes (-1: auto, 0 on CPU)."
     ),
+    max_minutes: float = typer.Option(
+        None,
+        help="Time budget in minutes, start-up included: a few steps are timed first and "
+        "the run gets as many epochs (at most --epochs) as fit; the learning-rate schedule "
+        "spans them. 0: none.",
+    ),
     preload: str = typer.Option(
         None,
         help="Load the training and validation images onto the device once: auto (on a GPU "
@@ -133,6 +139,7 @@ def train_command(
         seed=seed,
         num_workers=workers,
         preload=preload,
+        max_minutes=max_minutes,
     )
     result = train(
         labels,

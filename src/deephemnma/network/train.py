@@ -113,6 +113,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = -1
     preload: str = "auto"
+    max_minutes: float = 0.0
 
     def validate(self) -> None:
         checks = [
@@ -139,6 +140,7 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16"), "precision", "auto | fp32 | bf16"),
             (self.patience >= 0, "patience", "≥ 0"),
             (self.preload in PRELOAD_CHOICES, "preload", " | ".join(PRELOAD_CHOICES)),
+            (self.max_minutes >= 0, "max_minutes", "≥ 0 (0: no time budget)"),
             (
                 set(self.loss_weights) <= set(HEADS)
                 and all(float(w) >= 0 for w in self.loss_weights.values()),
@@ -588,12 +590,18 @@ def _read_inputs(labels, particles, modes, labels_suffix, config, d, log) -> _In
     )
 
 
-def _previous_run(last_path: Path, config: TrainConfig, restart: bool) -> dict | None:
-    """The checkpoint to resume from, if any; InputError if it was made with other settings."""
+def _previous_run(
+    last_path: Path, config: TrainConfig, restart: bool
+) -> tuple[dict | None, TrainConfig]:
+    """The checkpoint to resume from, if any, and the configuration to go on with (a time
+    budget's run keeps the epoch count it planned); InputError if it was made with other
+    settings."""
     if restart or not last_path.exists():
-        return None
+        return None, config
     previous = read_checkpoint(last_path)
     old = TrainConfig.from_dict(previous["config"])
+    if config.max_minutes > 0 and old.max_minutes == config.max_minutes:
+        config = replace(config, epochs=old.epochs)
     changed = [
         f.name
         for f in fields(TrainConfig)
@@ -608,7 +616,7 @@ def _previous_run(last_path: Path, config: TrainConfig, restart: bool) -> dict |
             field=", ".join(changed),
             expected="the same settings to resume, --restart, or a new folder",
         )
-    return previous
+    return previous, config
 
 
 def _splits(out: Path, inputs: _Inputs, config: TrainConfig, previous, d: _Dist):
@@ -791,7 +799,7 @@ def train(
     last_path, best_path = out / LAST, out / BEST
 
     inputs = _read_inputs(labels, particles, modes, labels_suffix, config, d, log)
-    previous = _previous_run(last_path, config, restart)
+    previous, config = _previous_run(last_path, config, restart)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     splits = _splits(out, inputs, config, previous, d)
@@ -840,14 +848,20 @@ def train(
         preload,
     )
     optimizer = _optimizer(model, config)
+    loss_config = LossConfig(
+        config.regression_loss, config.rotation_loss, dict(config.loss_weights)
+    )
+    if previous is None and config.max_minutes > 0:
+        batches = (train_loader, val_loader)
+        config = _fit_epochs(
+            config, model, net, batches, optimizer, spec, scaling, loss_config, dev, d,
+            normalization, t_start, out, log,
+        )  # fmt: skip
     scheduler = _scheduler(optimizer, config, len(train_sampler))
     if previous is not None:
         optimizer.load_state_dict(previous["optimizer"])
         scheduler.load_state_dict(previous["scheduler"])
     state = _Progress.of(previous)
-    loss_config = LossConfig(
-        config.regression_loss, config.rotation_loss, dict(config.loss_weights)
-    )
     base_state = {
         "deephemnma": __version__,
         "spec": spec.to_dict(),
@@ -952,6 +966,79 @@ def train(
         "splits": {k: str(out / "splits" / f"{k}.star") for k in splits},
         "train_seconds": train_seconds,
     }
+
+
+def _fit_epochs(
+    config: TrainConfig,
+    model,
+    net,
+    batches,
+    optimizer,
+    spec,
+    scaling,
+    loss_config,
+    dev: torch.device,
+    d: _Dist,
+    normalization,
+    started: float,
+    out: Path,
+    log,
+) -> TrainConfig:
+    """``config`` with as many epochs (at most ``config.epochs``) as fit ``max_minutes``
+    counted from ``started``. A few training steps, one validation pass and one checkpoint
+    save are timed first; the network and the optimizer are then put back as they were, so
+    the training that follows is exactly a run planned with that many epochs (the one-cycle
+    schedule needs its length up front)."""
+    import copy
+    import itertools
+    from types import SimpleNamespace
+
+    train_loader, val_loader = batches
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    steps = len(train_loader)
+    warm, timed = min(3, steps), min(10, steps)
+    args = (spec, scaling, loss_config, dev, config, d)
+    no_schedule = SimpleNamespace(step=lambda: None)
+    # The first steps pay for kernel selection and loader start-up: not timed.
+    _run_epoch(net, itertools.islice(train_loader, warm), *args, optimizer, no_schedule,
+               normalization=normalization)  # fmt: skip
+    sync()
+    t = time.perf_counter()
+    _run_epoch(net, itertools.islice(train_loader, timed), *args, optimizer, no_schedule,
+               normalization=normalization)  # fmt: skip
+    sync()
+    step_s = (time.perf_counter() - t) / timed
+    t = time.perf_counter()
+    _run_epoch(model, val_loader, *args, normalization=normalization)
+    sync()
+    val_s = time.perf_counter() - t
+    t = time.perf_counter()
+    if d.main:
+        probe = out / ".timing.pt"
+        save_checkpoint(probe, {"model": saved_model, "optimizer": optimizer.state_dict()})
+        probe.unlink()
+    save_s = time.perf_counter() - t
+    model.load_state_dict(saved_model)
+    optimizer.load_state_dict(saved_optimizer)
+
+    epoch_s = steps * step_s + val_s + save_s
+    left_s = 60.0 * config.max_minutes - (time.perf_counter() - started)
+    epochs = max(1, min(config.epochs, int(left_s / epoch_s)))
+    # Every rank must plan the same schedule: rank 0's plan wins.
+    epochs = int(_all_sum(torch.tensor([float(epochs) if d.main else 0.0]), d, dev)[0])
+    if d.main:
+        log(
+            f"time budget {config.max_minutes:g} min: {epochs} epochs of ~{epoch_s:.1f} s "
+            f"({1e3 * step_s:.0f} ms per step of {config.batch_size}, validation "
+            f"{val_s:.1f} s, checkpoint {save_s:.1f} s)"
+        )
+    return replace(config, epochs=epochs)
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

@@ -75,6 +75,9 @@ class TrainSection:
     val: str = _key("auto", "Validation images: a count, a fraction, or auto.")
     test: str = _key("auto", "Small test images: a count, a fraction, or auto.")
     precision: str = _key("auto", "auto | fp32 | bf16.")
+    max_minutes: float = _key(
+        0.0, "Time budget in minutes: as many epochs (at most `epochs`) as fit (0: none)."
+    )
 
 
 @dataclass(frozen=True)

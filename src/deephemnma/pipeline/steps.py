@@ -256,6 +256,7 @@ def run_train(ctx: Context) -> dict:
         val=cfg.val,
         test=cfg.test,
         precision=cfg.precision,
+        max_minutes=cfg.max_minutes or None,
     )
     result = train(
         ctx.folder("filter") / "particles.star",
