@@ -226,63 +226,40 @@ def subset(s: Session, source: str, target: str, n: int, repeat: int = 1) -> Pat
 # Stage 2
 
 
-def _train_command(args, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "deephemnma", "train", "--labels", "set1.star",
-            "--particles", "set1.star", "--modes", "sim_0/modes.npz", "-o", "run", "--epochs",
-            str(epochs), "--batch-size", str(args.batch), "--device", args.device, "--restart",
-            "--quiet"]  # fmt: skip
-
-
-def _fresh_train(s: Session, args, epochs: int) -> subprocess.Popen:
-    shutil.rmtree(s.work / "run", ignore_errors=True)  # no stale history.csv to misread
-    return s.start(_train_command(args, epochs))
-
-
-def _epochs_done(run: Path) -> int:
-    try:
-        return max(0, len((run / "history.csv").read_text().strip().splitlines()) - 1)
-    except OSError:
-        return 0
-
-
-def adaptive_train(s: Session, args) -> dict:
-    """Train ``--epochs``; if the second epoch shows they would not fit the time-out, start
-    again with as many as fit (the one-cycle schedule needs its length known up front)."""
-    t0, epochs = time.perf_counter(), args.epochs
-    deadline = t0 + min(args.train_timeout_s, s.left_s() - 5)
-    s.say(f"train_default: start, {epochs} epochs (time-out {deadline - t0:.0f} s)")
-    proc, seen, checked, restarted = _fresh_train(s, args, epochs), {}, False, False
-    while proc.poll() is None:
-        now = time.perf_counter()
-        if now > deadline:
-            proc.kill()
-            break
-        done = _epochs_done(s.work / "run")
-        if done and done not in seen:
-            seen[done] = now
-        if not checked and 1 in seen and 2 in seen:
-            checked = True
-            per_epoch = seen[2] - seen[1]
-            if now + per_epoch * (epochs - 2) > deadline:
-                proc.kill()
-                proc.wait()
-                epochs = max(4, int((deadline - now - 15) / per_epoch))
-                s.say(f"train_default: {per_epoch:.1f} s/epoch, restarting with {epochs} epochs")
-                restarted = True
-                seen = {}
-                proc = _fresh_train(s, args, epochs)
-        time.sleep(0.25)
-    rc = proc.wait()
-    info = {"rc": rc, "wall_s": round(time.perf_counter() - t0, 2),
-            "timed_out": rc != 0 and time.perf_counter() > deadline,
-            "epochs_planned": epochs, "restarted": restarted}  # fmt: skip
-    s.say(f"train_default: {info}")
-    s.record("train_default", **info)
-    return info
+def train_default(s: Session, args) -> dict:
+    """The default recipe with a time budget: ``train --max-minutes`` plans as many epochs
+    (at most ``--epochs``) as fit, so the one-cycle schedule ends inside the time-out."""
+    shutil.rmtree(s.work / "run", ignore_errors=True)
+    timeout_s = min(args.train_timeout_s, s.left_s() - 5)
+    minutes = max(0.2, (timeout_s - 15) / 60)  # the margin: the last save, the curves
+    return s.dh(
+        "train_default",
+        [
+            "train",
+            "--labels",
+            "set1.star",
+            "--particles",
+            "set1.star",
+            "--modes",
+            "sim_0/modes.npz",
+            "-o",
+            "run",
+            "--epochs",
+            str(args.epochs),
+            "--max-minutes",
+            f"{minutes:.3f}",
+            "--batch-size",
+            str(args.batch),
+            "--device",
+            args.device,
+            "--quiet",
+        ],  # fmt: skip
+        timeout_s=timeout_s,
+    )
 
 
 def train_and_predict(s: Session, args) -> bool:
-    r = adaptive_train(s, args)
+    r = train_default(s, args)
     history = training_history(s.work / "run")
     if history:
         s.record("train_default", **history)
@@ -541,7 +518,7 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=os.cpu_count() or 2)
     p.add_argument("--n-set1", type=int, default=20000)
     p.add_argument("--n-test", type=int, default=10000)
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=400, help="at most; the time-out decides")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--train-timeout-s", type=float, default=170)
     p.add_argument("--predict-batch", type=int, default=1024)
