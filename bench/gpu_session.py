@@ -137,27 +137,22 @@ def simulate(s: Session, args) -> bool:
     s.say(f"simulate: {total} images in {args.shards} shards of {per}")
     t = time.perf_counter()
     dh = [sys.executable, "-m", "deephemnma"]
-    procs = [
-        s.start(
-            [
-                *dh,
-                "simulate",
-                "--preset",
-                "paper-ak",
-                "-n",
-                str(per),
-                "--seed",
-                str(1000 + k),
-                "--chunk-size",
-                "500",
-                "-o",
-                f"sim_{k}",
-                "--quiet",
-            ],  # fmt: skip
-            threads=1,
-        )
-        for k in range(args.shards)
-    ]
+
+    def shard(k: int, device: str) -> subprocess.Popen:
+        command = [*dh, "simulate", "--preset", "paper-ak", "-n", str(per), "--seed",
+                   str(1000 + k), "--chunk-size", "500", "-o", f"sim_{k}", "--device", device,
+                   "--quiet"]  # fmt: skip
+        return s.start(command, threads=1)
+
+    procs = [shard(k, args.sim_device) for k in range(args.shards)]
+    failed = [k for k, p in enumerate(procs) if p.wait() != 0]
+    if failed and args.sim_device != "cpu":
+        # The same shards on the CPU (a resumed simulation keeps the finished stacks).
+        s.say(f"simulate: {len(failed)} shards failed on {args.sim_device}; on the CPU instead")
+        s.record("simulate", device_failed=len(failed))
+        procs = [shard(k, "cpu") for k in failed]
+    else:
+        procs = [procs[k] for k in failed]
     ok = all(p.wait() == 0 for p in procs)
     sim_s = time.perf_counter() - t
     procs = [
@@ -516,6 +511,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--budget-s", type=float, default=470)
     p.add_argument("--shards", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--sim-device", default="cpu", help="where to render the images: cpu | cuda")
     p.add_argument("--n-set1", type=int, default=20000)
     p.add_argument("--n-test", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=400, help="at most; the time-out decides")

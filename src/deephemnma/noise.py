@@ -73,7 +73,8 @@ def add_noise_before_after_ctf(
     sigma_before, sigma_after = noise_sigmas(
         clean.var(dim=(-1, -2)), ctf_values, width, snr, before_fraction
     )
-    shape, kw = projections.shape, {"dtype": projections.dtype, "generator": generator}
+    shape = projections.shape
+    kw = {"dtype": projections.dtype, "generator": generator, "device": projections.device}
     n_before = torch.randn(shape, **kw) * sigma_before[:, None, None]
     n_after = torch.randn(shape, **kw) * sigma_after[:, None, None]
     return clean + apply_filter(n_before, ctf_values) + n_after, clean

@@ -174,13 +174,14 @@ def render_particles(
     mode_numbers: np.ndarray,
     config: SimulationConfig,
     generator: torch.Generator | None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     optics: pd.DataFrame | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Noisy and noise-free CTF-modulated images (n, H, W) for STAR rows of ground truth.
 
     Microscope values come from ``optics`` (a RELION optics table the rows link to through
-    ``rlnOpticsGroup``) or, if None, from ``config``."""
+    ``rlnOpticsGroup``) or, if None, from ``config``. Rendered on the model's device, with
+    noise from ``generator`` (on that device too)."""
     from deephemnma.io.star import ctf_parameters
 
     ctf = ctf_parameters(_table(rows, optics, config))
@@ -193,24 +194,29 @@ def render_particles(
     shifts = columns(["rlnOriginXAngst", "rlnOriginYAngst"], torch.float32)
     amp_cols = [f"deephemnmaAmplitude{int(m):02d}" for m in mode_numbers]
     amps = columns(amp_cols, torch.float32) if amp_cols else None
+    device = model.coords_A.device
+    if batch_size is None:
+        batch_size = 16 if device.type == "cpu" else 64
     noisy, clean = [], []
     for lo in range(0, len(rows), batch_size):
         sl = slice(lo, lo + batch_size)
-        matrices = euler_to_matrix(angles[sl]).to(torch.float32)
+        matrices = euler_to_matrix(angles[sl]).to(device=device, dtype=torch.float32)
         proj = render_images(
             model,
             matrices,
             config.image_size,
             config.pixel_size_A,
-            None if amps is None else amps[sl],
-            shifts[sl],
+            None if amps is None else amps[sl].to(device),
+            shifts[sl].to(device),
         )
-        ctf_values = ctf_rfft_shared(ctf.index(sl), config.image_size, config.pixel_size_A)
+        ctf_values = ctf_rfft_shared(
+            ctf.index(sl), config.image_size, config.pixel_size_A, device=device
+        )
         n, c = add_noise_before_after_ctf(
             proj, ctf_values, config.snr, config.noise_before_fraction, generator
         )
-        noisy.append(n)
-        clean.append(c)
+        noisy.append(n.cpu())
+        clean.append(c.cpu())
     return torch.cat(noisy).numpy(), torch.cat(clean).numpy()
 
 
@@ -225,10 +231,11 @@ def _table(rows: pd.DataFrame, optics: pd.DataFrame | None, config: SimulationCo
     return ParticleTable(optics, rows)
 
 
-def chunk_generator(seed: int, chunk_index: int) -> torch.Generator:
-    """Independent, reproducible noise stream for one chunk."""
+def chunk_generator(seed: int, chunk_index: int, device="cpu") -> torch.Generator:
+    """Independent, reproducible noise stream for one chunk (on ``device``: a GPU draws
+    its own noise, reproducible there but not equal to the CPU's)."""
     state = np.random.SeedSequence([seed, chunk_index]).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+    return torch.Generator(device=device).manual_seed(int(state[0] >> np.uint64(1)))
 
 
 def simulate_dataset(
@@ -240,6 +247,7 @@ def simulate_dataset(
     optics: pd.DataFrame | None = None,
     write_map: bool = False,
     progress: bool = True,
+    device: str = "cpu",
 ) -> Path:
     """Simulate particles into ``out_dir`` and return the STAR path.
 
@@ -252,6 +260,8 @@ def simulate_dataset(
     the atoms do not fit PDB),
     ``modes.npz`` (if any), ``simulation.json`` and, with ``write_map``, ``reference_map.mrc``.
     Resumes an interrupted run with the same settings; refuses to mix different settings.
+    ``device``: where images are rendered (``cuda``: ~100× faster; same ground truth, the
+    noise is the GPU's own reproducible stream).
     """
     from deephemnma.io.pdb import reference_path, write_structure
     from deephemnma.io.star import ParticleTable, write_particles
@@ -272,7 +282,7 @@ def simulate_dataset(
     if ground_truth is None:
         ground_truth = sample_ground_truth(config, mode_numbers)
     vectors = None if modes is None else modes.vectors
-    model = atom_model(structure, vectors)
+    model = atom_model(structure, vectors, device=device)
 
     def compute(index: int, sl: slice) -> np.ndarray:
         noisy, _ = render_particles(
@@ -280,7 +290,7 @@ def simulate_dataset(
             ground_truth.iloc[sl],
             mode_numbers,
             config,
-            chunk_generator(config.seed, index),
+            chunk_generator(config.seed, index, device),
             optics=optics,
         )
         return noisy
@@ -324,7 +334,7 @@ def write_reference_map(path: Path, model: AtomModel, box_size: int, voxel_size_
         box_size,
         voxel_size_A,
     )
-    write_volume(path, volume.float().numpy(), voxel_size_A)
+    write_volume(path, volume.float().cpu().numpy(), voxel_size_A)
 
 
 def _claim_directory(path: Path, record: dict) -> None:

@@ -146,13 +146,9 @@ def align(
 
 
 def _device(name: str) -> str:
-    import torch
+    from deephemnma.cli.options import check_device
 
-    if name not in ("cpu", "cuda"):
-        raise InputError("unknown device", field="--device", expected="cpu or cuda", found=name)
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("CUDA is not available here", field="--device", found=name)
-    return name
+    return check_device(name)
 
 
 @app.command("filter")

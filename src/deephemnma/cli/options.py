@@ -22,3 +22,14 @@ def parse_float(text: str, name: str) -> float:
         raise InputError(
             "not a number", field=name, expected="a number or inf", found=text
         ) from None
+
+
+def check_device(name: str) -> str:
+    """``cpu`` or ``cuda`` (InputError for another name, or CUDA where there is none)."""
+    import torch
+
+    if name not in ("cpu", "cuda"):
+        raise InputError("unknown device", field="--device", expected="cpu or cuda", found=name)
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA is not available here", field="--device", found=name)
+    return name
