@@ -226,10 +226,13 @@ def test_preprocess_library_is_resumable(tmp_path):
         ["simulate", "--preset", "nope"],
         ["simulate", "--modes", "7-x"],
         ["simulate", "--structure", "/nonexistent.pdb", "--preset", "none"],
+        ["simulate", "--device", "gpu"],
+        *([["simulate", "--device", "cuda"]] if not torch.cuda.is_available() else []),
     ],
 )
 def test_bad_simulate_input_exits_2(tmp_path, args):
     assert main([*args, "-o", str(tmp_path / "x"), "--quiet"]) == 2
+    assert not (tmp_path / "x").exists()  # refused before anything is written
 
 
 def test_ctf_sign_in_simulated_images_makes_white_particles(reference):
