@@ -89,13 +89,18 @@ def benchmark_config(scale: str, root: Path, overrides: dict | None = None) -> P
     return apply(config, overrides or {}, "command line")
 
 
-def simulate_paper_ak(root: Path, n_images: int, seed: int, progress: bool) -> Path:
-    """The paper's images (resumable; the same seed gives the same images)."""
+def simulate_paper_ak(
+    root: Path, n_images: int, seed: int, progress: bool, device: str = "cpu"
+) -> Path:
+    """The paper's images (resumable; the same seed and device give the same images; a GPU
+    renders the paper's 70,000 in seconds instead of 18 CPU-minutes)."""
     from deephemnma.simulate import paper_ak_config, paper_ak_reference, simulate_dataset
 
     structure, modes = paper_ak_reference(progress=False)
     config = paper_ak_config(n_images=n_images, seed=seed)
-    return simulate_dataset(structure, modes, config, root / "simulate", progress=progress)
+    return simulate_dataset(
+        structure, modes, config, root / "simulate", progress=progress, device=device
+    )
 
 
 def cost_table(root: Path, n_total: int) -> dict:
@@ -201,7 +206,10 @@ def run_benchmark(
     config = benchmark_config(scale, root, overrides)
     config = replace(config, project=replace(config.project, progress=progress))
     log(f"[bold]simulate[/]: {SCALES[scale].n_images} paper-ak images")
-    simulate_paper_ak(root, SCALES[scale].n_images, seed, progress)
+    from deephemnma.pipeline.steps import torch_device
+
+    device = torch_device(config.project.device)
+    simulate_paper_ak(root, SCALES[scale].n_images, seed, progress, device)
     run_project(config, root, log=log)
     evaluation = json.loads((root / "evaluate" / "evaluation.json").read_text())
     cost = cost_table(root, SCALES[scale].n_images)

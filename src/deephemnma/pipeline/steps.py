@@ -271,7 +271,8 @@ def run_train(ctx: Context) -> dict:
     return {"epochs": result["epochs_done"], "best": result["best"]}
 
 
-def _torch_device(device: str) -> str:
+def torch_device(device: str) -> str:
+    """``cpu`` or ``cuda`` (or ``cuda:N``) for a configured device (``auto``: a GPU if any)."""
     import torch
 
     if device == "auto":
@@ -448,7 +449,7 @@ def run_reconstruct(ctx: Context) -> dict:
     summary = run_reconstruct(
         particles,
         out,
-        ReconstructionSettings(device=_torch_device(ctx.config.project.device)),
+        ReconstructionSettings(device=torch_device(ctx.config.project.device)),
         groups_file=ctx.folder("analyze") / "groups.json",
         images=images,
         modes=ctx.folder("nma") / "analysis_modes.npz",
