@@ -57,7 +57,10 @@ def _sync(device) -> None:
 def simulate(folder: Path, n: int, shards: int) -> tuple[Path, Path, Path]:
     """``n`` paper-ak images, preprocessed to 128² (one process per shard)."""
     dh = [sys.executable, "-m", "deephemnma"]
-    env = {"PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    import os
+
+    path = f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"  # keeps carried wheels
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     per = -(-n // shards)
     procs = [
         subprocess.Popen([*dh, "simulate", "--preset", "paper-ak", "-n", str(per), "--seed",
