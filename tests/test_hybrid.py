@@ -248,7 +248,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     peak_mb = int(done.stdout.split()[-1])
-    assert peak_mb < 4000, peak_mb
+    # ~2.3 GB on an idle machine (the million-row table itself); up to ~4.1 GB seen while
+    # other jobs ran (the table parser's freed memory returns late). The images: 16 GB.
+    assert peak_mb < 6000, peak_mb
     chunks = sorted((tmp_path / "million" / "chunks").glob("chunk_*.npz"))
     assert len(chunks) == 2
     with np.load(chunks[1]) as data:
