@@ -422,38 +422,26 @@ def args_chunk(command: list[str]) -> int:
     return int(command[command.index("--chunk-size") + 1])
 
 
-def stage1(s: Session, args) -> None:
-    n = args.align_n
-    subset(s, "test.star", "align_in.star", n)
-    out = s.work / "align"
-    command = ["align", "--particles", "align_in.star", "--modes", "sim_0/modes.npz",
+def on_device(s: Session, args, verb: str, source: str) -> None:
+    """``align`` (Stage 1) or ``refine`` (hybrid, from the network's predictions) of the first
+    ``--align-n`` images of ``source`` on the device, then their evaluation."""
+    n, out = args.align_n, s.work / verb
+    subset(s, source, f"{verb}_in.star", n)
+    command = [verb, "--particles", f"{verb}_in.star", "--modes", "sim_0/modes.npz",
                "--reference", "sim_0/reference.pdb", "-o", str(out), "--device", args.device,
                "--chunk-size", str(args.chunk), "--quiet"]  # fmt: skip
     if args.align_batch:
         command += ["--batch-size", str(args.align_batch)]
-    chunked(s, "align_gpu", command, out, n, args.align_timeout_s)
-    if (out / "particles.star").exists():
-        s.dh("evaluate_align", ["evaluate", str(out / "particles.star"), "--truth", "test.star",
-                                "--modes", "sim_0/modes.npz", "-o", "eval_align"], 60)  # fmt: skip
-
-
-def refine(s: Session, args) -> None:
-    n = args.align_n
-    subset(s, "pred_large.star", "refine_in.star", n)
-    out = s.work / "refine"
-    command = ["refine", "--particles", "refine_in.star", "--modes", "sim_0/modes.npz",
-               "--reference", "sim_0/reference.pdb", "-o", str(out), "--device", args.device,
-               "--chunk-size", str(args.chunk), "--quiet"]  # fmt: skip
-    if args.align_batch:
-        command += ["--batch-size", str(args.align_batch)]
-    if (s.work / "align" / "particles.star").exists():
+    stage1_star = s.work / "align" / "particles.star"
+    if verb == "refine" and stage1_star.exists():
         # Stage 1's scores of the same images set the failure threshold (as the pipeline does).
-        command += ["--score-reference", str(s.work / "align" / "particles.star")]
-    chunked(s, "refine_gpu", command, out, n, args.refine_timeout_s)
+        command += ["--score-reference", str(stage1_star)]
+    timeout_s = args.align_timeout_s if verb == "align" else args.refine_timeout_s
+    chunked(s, f"{verb}_gpu", command, out, n, timeout_s)
     if (out / "particles.star").exists():
         command = ["evaluate", str(out / "particles.star"), "--truth", "test.star", "--modes",
-                   "sim_0/modes.npz", "-o", "eval_refine"]  # fmt: skip
-        s.dh("evaluate_refine", command, 60)
+                   "sim_0/modes.npz", "-o", f"eval_{verb}"]  # fmt: skip
+        s.dh(f"evaluate_{verb}", command, 60)
 
 
 def paper_recipe(s: Session, args) -> None:
@@ -567,9 +555,9 @@ def main() -> None:
         if "throughput" in wanted:
             throughput(s, args)
         if "align" in wanted and s.fits("align_gpu", 30):
-            stage1(s, args)
+            on_device(s, args, "align", "test.star")
         if "refine" in wanted and s.fits("refine_gpu", 30):
-            refine(s, args)
+            on_device(s, args, "refine", "pred_large.star")
         for job in background:
             try:
                 job.wait(timeout=max(1, s.left_s() - 10))
