@@ -221,7 +221,27 @@ def subset(s: Session, source: str, target: str, n: int, repeat: int = 1) -> Pat
 # Stage 2
 
 
-def train_default(s: Session, args) -> dict:
+def stage1_labels(s: Session, args) -> str:
+    """Labels for training: Stage 1 on image set 1 on the device (``--labels stage1``, the
+    paper's protocol) when it finishes within ``--stage1-timeout-s``, else the ground truth."""
+    if args.labels != "stage1":
+        return "set1.star"
+    out = s.work / "stage1_set1"
+    command = ["align", "--particles", "set1.star", "--modes", "sim_0/modes.npz",
+               "--reference", "sim_0/reference.pdb", "-o", str(out), "--device", args.device,
+               "--chunk-size", "2000", "--quiet"]  # fmt: skip
+    chunked(s, "stage1_labels", command, out, args.n_set1, args.stage1_timeout_s)
+    star = out / "particles.star"
+    if not star.exists():
+        s.say("stage1_labels: not finished in time; training on the ground truth instead")
+        return "set1.star"
+    s.dh("evaluate_stage1_labels", ["evaluate", str(star), "--truth", "set1.star", "--modes",
+                                    "sim_0/modes.npz", "-o", "eval_stage1_labels"], 90)  # fmt: skip
+    s.record("stage1_labels", used=True)
+    return str(star)
+
+
+def train_default(s: Session, args, labels: str) -> dict:
     """The default recipe with a time budget: ``train --max-minutes`` plans as many epochs
     (at most ``--epochs``) as fit, so the one-cycle schedule ends inside the time-out."""
     shutil.rmtree(s.work / "run", ignore_errors=True)
@@ -232,7 +252,7 @@ def train_default(s: Session, args) -> dict:
         [
             "train",
             "--labels",
-            "set1.star",
+            labels,
             "--particles",
             "set1.star",
             "--modes",
@@ -254,7 +274,7 @@ def train_default(s: Session, args) -> dict:
 
 
 def train_and_predict(s: Session, args) -> bool:
-    r = train_default(s, args)
+    r = train_default(s, args, stage1_labels(s, args))
     history = training_history(s.work / "run")
     if history:
         s.record("train_default", **history)
@@ -505,6 +525,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=400, help="at most; the time-out decides")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--train-timeout-s", type=float, default=170)
+    p.add_argument("--labels", default="truth", help="truth | stage1 (Stage 1 on the device)")
+    p.add_argument("--stage1-timeout-s", type=float, default=240)
     p.add_argument("--predict-batch", type=int, default=1024)
     p.add_argument("--throughput-repeat", type=int, default=20)
     p.add_argument("--throughput-workers", default="-1,8", help="loader processes per run")
@@ -540,7 +562,8 @@ def main() -> None:
     artifacts = [work / n for n in ("run/history.csv", "run/curves.png", "run/config.json",
                                     "eval_small", "eval_large", "eval_align", "eval_refine",
                                     "reconstruct_pred", "align/summary.json",
-                                    "refine/summary.json", "run_paper/history.csv")]  # fmt: skip
+                                    "refine/summary.json", "run_paper/history.csv",
+                                    "eval_stage1_labels")]  # fmt: skip
     try:
         if not simulate(s, args):
             s.say("simulation failed; see the log")
@@ -563,7 +586,7 @@ def main() -> None:
                 job.wait(timeout=max(1, s.left_s() - 10))
             except subprocess.TimeoutExpired:
                 job.kill()
-        for name in ("eval_small", "eval_large", "eval_align", "eval_refine"):
+        for name in ("eval_small", "eval_large", "eval_align", "eval_refine", "eval_stage1_labels"):
             if (work / name).exists():
                 s.results[name] = table_of(work / name)
         s.save()
@@ -599,7 +622,7 @@ def print_summary(results: dict) -> None:
     for name, info in steps.items():
         keep = {k: v for k, v in info.items() if k not in ("history_columns", "per_group")}
         print(f"{name}: {json.dumps(keep, default=str)}")
-    for name in ("eval_small", "eval_large", "eval_align", "eval_refine"):
+    for name in ("eval_small", "eval_large", "eval_align", "eval_refine", "eval_stage1_labels"):
         if name in results:
             print(f"{name}: {_metrics(results[name])}")
 
