@@ -260,8 +260,8 @@ def simulate_dataset(
     the atoms do not fit PDB),
     ``modes.npz`` (if any), ``simulation.json`` and, with ``write_map``, ``reference_map.mrc``.
     Resumes an interrupted run with the same settings; refuses to mix different settings.
-    ``device``: where images are rendered (``cuda``: ~100× faster; same ground truth, the
-    noise is the GPU's own reproducible stream).
+    ``device``: where images are rendered (same ground truth; the noise is each device's
+    own reproducible stream).
     """
     from deephemnma.io.pdb import reference_path, write_structure
     from deephemnma.io.star import ParticleTable, write_particles

@@ -119,8 +119,8 @@ def simulate(
     ),
     device: str = typer.Option(
         "cpu",
-        help="cpu or cuda: where images are rendered (a GPU is ~100× faster; the ground "
-        "truth is the same, the noise is the GPU's own reproducible stream).",
+        help="cpu or cuda: where images are rendered (the ground truth is the same on "
+        "both; the noise is each device's own reproducible stream).",
     ),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:

@@ -92,8 +92,9 @@ def benchmark_config(scale: str, root: Path, overrides: dict | None = None) -> P
 def simulate_paper_ak(
     root: Path, n_images: int, seed: int, progress: bool, device: str = "cpu"
 ) -> Path:
-    """The paper's images (resumable; the same seed and device give the same images; a GPU
-    renders the paper's 70,000 in seconds instead of 18 CPU-minutes)."""
+    """The paper's images (resumable; the same seed and device give the same images; on a
+    GPU, rendering does not hold up the benchmark: one CPU core takes 18 minutes for the
+    paper's 70,000)."""
     from deephemnma.simulate import paper_ak_config, paper_ak_reference, simulate_dataset
 
     structure, modes = paper_ak_reference(progress=False)
