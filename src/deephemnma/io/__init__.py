@@ -5,74 +5,49 @@ turns every problem with the input into an :class:`~deephemnma.errors.InputError
 the file and the field. Writers are atomic (temporary file, then rename).
 """
 
-from deephemnma.io.mrc import (
-    ParticleImages,
-    StackWriter,
-    chunk_image_names,
-    existing_chunks,
-    fill_image_size,
-    read_stack,
-    read_volume,
-    write_stack,
-    write_volume,
-)
-from deephemnma.io.pdb import (
-    SELECTIONS,
-    package_data_path,
-    read_structure,
-    write_models,
-    write_structure,
-)
-from deephemnma.io.star import (
-    ParticleTable,
-    amplitudes,
-    angles_deg,
-    common_image_size_px,
-    common_pixel_size_A,
-    ctf_parameters,
-    image_size_px,
-    make_optics,
-    pixel_size_A,
-    read_particles,
-    select,
-    shifts_A,
-    with_amplitudes,
-    with_columns,
-    with_ctf,
-    with_poses,
-    write_particles,
-)
+from importlib import import_module
 
-__all__ = [
-    "SELECTIONS",
-    "ParticleImages",
-    "ParticleTable",
-    "StackWriter",
-    "amplitudes",
-    "angles_deg",
-    "chunk_image_names",
-    "common_image_size_px",
-    "common_pixel_size_A",
-    "ctf_parameters",
-    "existing_chunks",
-    "fill_image_size",
-    "image_size_px",
-    "make_optics",
-    "package_data_path",
-    "pixel_size_A",
-    "read_particles",
-    "read_stack",
-    "read_structure",
-    "read_volume",
-    "shifts_A",
-    "with_amplitudes",
-    "with_poses",
-    "write_models",
-    "write_particles",
-    "write_stack",
-    "write_structure",
-    "write_volume",
-    "with_ctf",
-    "with_columns",
-    "select",
-]
+# Loaded on first use: the STAR and MRC readers pull in torch (seconds), which light
+# commands such as `deephemnma status` and `--help` do not need.
+_EXPORTS = {
+    "ParticleImages": "mrc",
+    "ParticleTable": "star",
+    "SELECTIONS": "pdb",
+    "StackWriter": "mrc",
+    "amplitudes": "star",
+    "angles_deg": "star",
+    "chunk_image_names": "mrc",
+    "common_image_size_px": "star",
+    "common_pixel_size_A": "star",
+    "ctf_parameters": "star",
+    "existing_chunks": "mrc",
+    "fill_image_size": "mrc",
+    "image_size_px": "star",
+    "make_optics": "star",
+    "package_data_path": "pdb",
+    "pixel_size_A": "star",
+    "read_particles": "star",
+    "read_stack": "mrc",
+    "read_structure": "pdb",
+    "read_volume": "mrc",
+    "select": "star",
+    "shifts_A": "star",
+    "with_amplitudes": "star",
+    "with_columns": "star",
+    "with_ctf": "star",
+    "with_poses": "star",
+    "write_models": "pdb",
+    "write_particles": "star",
+    "write_stack": "mrc",
+    "write_structure": "pdb",
+    "write_volume": "mrc",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{module}"), name)
