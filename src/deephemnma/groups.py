@@ -156,6 +156,47 @@ class GroupSet:
         return GroupSet(kept, self.n_particles, self.particles)
 
 
+def check_table(groups: GroupSet, n_particles: int, path=None) -> None:
+    """InputError when the group file was written for a table of another size."""
+    if groups.n_particles is not None and groups.n_particles != n_particles:
+        raise InputError(
+            "the group file refers to a table with another number of particles",
+            path=path,
+            field="n_particles",
+            expected=f"{n_particles} (rows of the particle table)",
+            found=str(groups.n_particles),
+        )
+
+
+def resolve_group_file(
+    path: str | os.PathLike,
+    n_particles: int,
+    names: Sequence[str] = (),
+    space_file: str | os.PathLike | None = None,
+) -> dict[str, np.ndarray]:
+    """Row indices, in a table of ``n_particles`` rows, of the groups of a group file (or
+    only ``names``). Polygon groups need the reduced-space coordinates: ``space_file``, else
+    ``space.npz`` next to the group file."""
+    groups = read_groups(path)
+    check_table(groups, n_particles, path)
+    chosen = tuple(groups.get(n) for n in names) if names else groups.groups
+    coords = None
+    polygons = [g.name for g in chosen if g.indices is None]
+    if polygons:
+        from deephemnma.analysis.space import load_coords
+
+        space = Path(space_file) if space_file else Path(path).parent / "space.npz"
+        if not space.is_file():
+            raise InputError(
+                f"group '{polygons[0]}' is a polygon in the reduced space; its coordinates are "
+                "needed (--space FILE, or space.npz next to the group file)",
+                path=space,
+                expected="an .npz file with 'coords' (N, K)",
+            )
+        coords = load_coords(space, n_particles)
+    return GroupSet(chosen, n_particles, groups.particles).resolve(coords)
+
+
 def _group_record(group: Group) -> dict:
     record = {"name": group.name, "source": group.source, **group.extra}
     if group.indices is not None:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from deephemnma.errors import InputError
-from deephemnma.groups import GroupSet, folder_name, read_groups
+from deephemnma.groups import GroupSet, folder_name, read_groups, resolve_group_file
 from deephemnma.io.atomic import atomic_write_text
 from deephemnma.io.star import (
     AMPLITUDE_CONTRAST,
@@ -66,19 +66,6 @@ from deephemnma.io.star import (
 FORMATS = ("relion", "cryosparc")
 GROUP_COLUMN = "deephemnmaGroup"
 DEFOCUS_CHECK_A = 1.0  # defocus columns that differ by more than this flag a row mismatch
-
-
-def selected_groups(
-    groups: GroupSet,
-    names: Sequence[str] | None = None,
-    coords: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Row indices of the named groups (all groups when ``names`` is empty)."""
-    chosen = list(names) if names else groups.names()
-    if not chosen:
-        raise InputError("the group file holds no group", field="groups")
-    subset = GroupSet(tuple(groups.get(n) for n in chosen), groups.n_particles, groups.particles)
-    return subset.resolve(coords)
 
 
 def with_original_images(
@@ -210,7 +197,6 @@ def export(
     group, named after the file); images: original full-size STAR (module docstring).
     Returns the summary written as ``export.json``.
     """
-    from deephemnma.analysis.space import load_space
     from deephemnma.io.star import read_particles
 
     if fmt not in FORMATS:
@@ -229,42 +215,15 @@ def export(
     n = len(table)
     resolved: dict[str, np.ndarray] = {}
     if groups is not None:
-        group_set = read_groups(groups)
-        if group_set.n_particles is not None and group_set.n_particles != n:
-            raise InputError(
-                "the group file refers to a table with another number of particles",
-                path=groups,
-                field="n_particles",
-                expected=f"{n} (rows of {particles})",
-                found=str(group_set.n_particles),
-            )
-        coords = None
-        chosen = list(names) if names else group_set.names()
-        if any(group_set.get(c).indices is None for c in chosen):
-            space_path = Path(space) if space is not None else Path(groups).parent / "space.npz"
-            coords = load_space(space_path).coords
-            if len(coords) != n:
-                raise InputError(
-                    "the space file has another number of particles",
-                    path=space_path,
-                    expected=str(n),
-                    found=str(len(coords)),
-                )
-        resolved.update(selected_groups(group_set, chosen, coords))
+        resolved.update(resolve_group_file(groups, n, names or (), space))
+        if not resolved:
+            raise InputError("the group file holds no group", path=groups, field="groups")
     if indices is not None:
         index_set = GroupSet(read_groups(indices).groups, n_particles=n)
         for name, rows in index_set.resolve().items():
             if name in resolved:
                 raise InputError("an index file has the name of a group", path=indices, found=name)
             resolved[name] = rows
-    for name, rows in resolved.items():
-        if len(rows) and rows[-1] >= n:
-            raise InputError(
-                f"group '{name}' has row indices beyond the table",
-                path=particles,
-                expected=f"0 ≤ index < {n}",
-                found=str(int(rows[-1])),
-            )
     notes: list[str] = []
     source = table
     if images is not None:

@@ -132,7 +132,7 @@ def analyze(
         score_column,
         truth_amplitudes,
     )
-    from deephemnma.groups import GroupSet, folder_name, read_groups, write_groups
+    from deephemnma.groups import GroupSet, check_table, folder_name, read_groups, write_groups
     from deephemnma.io.star import read_particles, write_particles
     from deephemnma.progress import StatusLog
 
@@ -218,15 +218,7 @@ def analyze(
             for group in auto.groups:
                 groups = groups.with_group(group)
     if file_groups is not None:
-        n_file = file_groups.n_particles
-        if n_file is not None and n_file != space.n_particles:
-            raise InputError(
-                "the group file refers to another particle table",
-                path=group_file,
-                field="n_particles",
-                expected=str(space.n_particles),
-                found=str(n_file),
-            )
+        check_table(file_groups, space.n_particles, group_file)
         for group in file_groups.groups:
             groups = groups.with_group(group)
     resolved = groups.resolve(coords)

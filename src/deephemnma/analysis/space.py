@@ -152,16 +152,40 @@ def save_space(path: str | os.PathLike, space: ConformationalSpace) -> Path:
     return path
 
 
-def load_space(path: str | os.PathLike) -> ConformationalSpace:
-    """Read a file written by :func:`save_space`; InputError naming what is wrong."""
-    path = Path(path)
+def _read_npz(path: Path, keys=None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (only ``keys`` when given); InputError when unreadable."""
     if not path.is_file():
         raise InputError("space file not found", path=path, expected="space.npz from analyze")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+            return {name: data[name] for name in data.files if keys is None or name in keys}
     except Exception as exc:  # zip / npy errors: not our file
         raise InputError(f"not a readable .npz ({exc})", path=path) from None
+
+
+def load_coords(path: str | os.PathLike, n_particles: int) -> np.ndarray:
+    """Only the reduced-space coordinates (N, K) of a space file: any .npz with ``coords``
+    for ``n_particles`` rows (what polygon groups need)."""
+    path = Path(path)
+    arrays = _read_npz(path, ("coords",))
+    if "coords" not in arrays:
+        raise InputError("no reduced-space coordinates", path=path, field="coords")
+    coords = np.asarray(arrays["coords"])
+    if coords.ndim != 2 or len(coords) != n_particles:
+        raise InputError(
+            "reduced-space coordinates do not match the particle table",
+            path=path,
+            field="coords",
+            expected=f"({n_particles}, K)",
+            found=str(coords.shape),
+        )
+    return coords
+
+
+def load_space(path: str | os.PathLike) -> ConformationalSpace:
+    """Read a file written by :func:`save_space`; InputError naming what is wrong."""
+    path = Path(path)
+    arrays = _read_npz(path)
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
         raise InputError(

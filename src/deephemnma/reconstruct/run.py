@@ -39,61 +39,13 @@ def resolve_groups(
     """Row indices of each group to reconstruct: every particle as ``all`` without a group
     file; else the file's groups (or only ``names``). Polygon groups need the reduced-space
     coordinates: ``space_file``, else ``space.npz`` next to the group file (key ``coords``)."""
-    from deephemnma.groups import read_groups
+    from deephemnma.groups import resolve_group_file
 
     if groups_file is None:
         if names:
             raise InputError("--group needs --groups", field="--group", found=", ".join(names))
         return {ALL: np.arange(n_particles)}
-    group_set = read_groups(groups_file)
-    if group_set.n_particles is not None and group_set.n_particles != n_particles:
-        raise InputError(
-            "the group file was made for another particle table",
-            path=groups_file,
-            field="n_particles",
-            expected=f"{n_particles} (rows of the particle STAR)",
-            found=str(group_set.n_particles),
-        )
-    if names:
-        from deephemnma.groups import GroupSet
-
-        group_set = GroupSet(
-            tuple(group_set.get(n) for n in names), group_set.n_particles, group_set.particles
-        )
-    coords = None
-    if any(g.indices is None for g in group_set.groups):
-        space = Path(space_file) if space_file else Path(groups_file).parent / "space.npz"
-        if not space.is_file():
-            polygon = next(g.name for g in group_set.groups if g.indices is None)
-            raise InputError(
-                f"group '{polygon}' is a polygon in the reduced space; its coordinates are "
-                "needed (--space FILE, or space.npz next to the group file)",
-                path=space,
-                expected="an .npz file with 'coords' (N, K)",
-            )
-        with np.load(space) as record:
-            if "coords" not in record:
-                raise InputError("no reduced-space coordinates", path=space, field="coords")
-            coords = np.asarray(record["coords"])
-        if coords.ndim != 2 or len(coords) != n_particles:
-            raise InputError(
-                "reduced-space coordinates do not match the particle table",
-                path=space,
-                field="coords",
-                expected=f"({n_particles}, K)",
-                found=str(coords.shape),
-            )
-    resolved = group_set.resolve(coords)
-    for name, rows in resolved.items():
-        if len(rows) and rows[-1] >= n_particles:
-            raise InputError(
-                f"group '{name}' has row indices out of range",
-                path=groups_file,
-                field="indices",
-                expected=f"0 ≤ index < {n_particles}",
-                found=str(int(rows[-1])),
-            )
-    return resolved
+    return resolve_group_file(groups_file, n_particles, names, space_file)
 
 
 def run_reconstruct(
