@@ -100,7 +100,7 @@ def align(
     from deephemnma.align.figures import summary_figure
     from deephemnma.align.run import align_dataset
     from deephemnma.align.stage1 import AlignConfig
-    from deephemnma.cli.options import parse_mode_list
+    from deephemnma.cli.options import check_device, parse_mode_list
     from deephemnma.io.star import read_particles
 
     size_list, step_list = _int_tuple(sizes, "--sizes"), _int_tuple(steps, "--steps")
@@ -137,18 +137,12 @@ def align(
         workers=workers,
         use_ctf=use_ctf,
         center=center,
-        device=_device(device),
+        device=check_device(device),
         progress=not quiet,
         batch_size=batch_size,
     )
     figure = summary_figure(read_particles(star), Path(out) / "summary.png")
     _out.print(f"wrote {star} and {figure}")
-
-
-def _device(name: str) -> str:
-    from deephemnma.cli.options import check_device
-
-    return check_device(name)
 
 
 @app.command("filter")

@@ -98,7 +98,7 @@ def _predict_refined(
     particles, checkpoint, out, modes, reference, options, sizes, steps, workers
 ) -> None:
     from deephemnma.align.refine_run import predict_and_refine
-    from deephemnma.cli.align import _device
+    from deephemnma.cli.options import check_device
     from deephemnma.cli.refine import refine_config
     from deephemnma.errors import InputError
 
@@ -120,7 +120,7 @@ def _predict_refined(
         predict_options=options,
         refine_options={
             "workers": workers,
-            "device": _device(refine_device),
+            "device": check_device(refine_device),
             "progress": options["progress"],
         },
     )

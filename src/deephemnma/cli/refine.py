@@ -114,8 +114,7 @@ def refine(
     deephemnmaScore / deephemnmaStartScore."""
     from deephemnma.align.figures import summary_figure
     from deephemnma.align.refine_run import refine_dataset
-    from deephemnma.cli.align import _device
-    from deephemnma.cli.options import parse_mode_list
+    from deephemnma.cli.options import check_device, parse_mode_list
     from deephemnma.io.star import read_particles
 
     if min_score is None:
@@ -134,7 +133,7 @@ def refine(
         workers=workers,
         use_ctf=use_ctf,
         center=center,
-        device=_device(device),
+        device=check_device(device),
         progress=not quiet,
         batch_size=batch_size,
     )

@@ -376,24 +376,17 @@ class ParticleDataset(torch.utils.data.Dataset):
     ``(positions, seed)`` (positions into the subset; the seed of the batch's augmentation or
     None), returns a dict: ``images`` (B, 1, H, W) float32, ``positions`` (B,), ``seed`` (if
     any) and the labels ``amplitudes`` (B, M), ``matrices`` (B, 3, 3), ``shifts_A`` (B, 2).
-    ``normalization``: applied here, or None to return the raw pixels and leave it to the
-    consumer (on a GPU it costs nothing there, while loader processes spent most of their
-    time on it). The augmentation itself (:func:`augment_batch`) is applied by the training
+    The images are the raw pixels: the consumer normalizes them on its device (on a GPU it
+    costs nothing there, while loader processes spent most of their time on it). The
+    augmentation itself (:func:`augment_batch`) is applied by the training
     loop on the training device: it commutes with the normalization (a pixel permutation, or
     Fourier shears that keep the mean and the variance).
     """
 
-    def __init__(
-        self,
-        images,
-        rows: np.ndarray,
-        labels: Labels | None,
-        normalization: InputNormalization | None = None,
-    ) -> None:
+    def __init__(self, images, rows: np.ndarray, labels: Labels | None) -> None:
         self.images = images
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labels = labels
-        self.normalization = normalization
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -413,8 +406,6 @@ class ParticleDataset(torch.utils.data.Dataset):
                 batch["matrices"] = torch.from_numpy(lab.matrices).float()
             if lab.shifts_A is not None:
                 batch["shifts_A"] = torch.from_numpy(lab.shifts_A).float()
-        if self.normalization is not None:
-            images = self.normalization.apply(images)
         batch["images"] = images[:, None].contiguous()
         return batch
 
@@ -444,11 +435,10 @@ class PreloadedBatches:
 
     def __iter__(self):
         for positions, seed in self.sampler:
-            index = to_device_async(
-                torch.from_numpy(np.asarray(positions, dtype=np.int64)), self.device
-            )
+            positions = torch.from_numpy(np.asarray(positions, dtype=np.int64))
+            index = to_device_async(positions, self.device)
             batch = {k: v.index_select(0, index) for k, v in self.data.items()}
-            batch["positions"] = torch.as_tensor(np.asarray(positions, dtype=np.int64))
+            batch["positions"] = positions
             if seed is not None:
                 batch["seed"] = torch.tensor(int(seed), dtype=torch.int64)
             yield batch

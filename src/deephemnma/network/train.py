@@ -400,12 +400,12 @@ def _run_epoch(
     optimizer=None,
     scheduler=None,
     bar=None,
-    normalization: InputNormalization | None = None,
+    *,
+    normalization: InputNormalization,
 ) -> dict:
     """Train (with ``optimizer``) or validate; returns mean losses and, for validation,
     physical errors (amplitude MAE over modes, angle error in degrees, shift MAE in Å).
     ``normalization``: applied to the loader's raw images on ``device``."""
-    normalization = normalization or InputNormalization("none")
     training = optimizer is not None
     model.train(training)
     use_bf16 = _use_bf16(config, device)
@@ -902,7 +902,7 @@ def train(
             torch.manual_seed(batch_seed(config.seed, epoch, 2**31, d.rank))  # dropout
             train_stats = _run_epoch(
                 net, train_loader, spec, scaling, loss_config, dev, config, d,
-                optimizer, scheduler, bar, normalization,
+                optimizer, scheduler, bar, normalization=normalization,
             )  # fmt: skip
             t1 = time.perf_counter()
             # Validation on the unwrapped model: no collective inside, so ranks may differ.
