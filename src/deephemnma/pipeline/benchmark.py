@@ -207,9 +207,9 @@ def run_benchmark(
     config = benchmark_config(scale, root, overrides)
     config = replace(config, project=replace(config.project, progress=progress))
     log(f"[bold]simulate[/]: {SCALES[scale].n_images} paper-ak images")
-    from deephemnma.pipeline.steps import torch_device
+    from deephemnma.network.train import resolve_device
 
-    device = torch_device(config.project.device)
+    device = str(resolve_device(config.project.device))
     simulate_paper_ak(root, SCALES[scale].n_images, seed, progress, device)
     run_project(config, root, log=log)
     evaluation = json.loads((root / "evaluate" / "evaluation.json").read_text())

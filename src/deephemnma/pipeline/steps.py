@@ -271,15 +271,6 @@ def run_train(ctx: Context) -> dict:
     return {"epochs": result["epochs_done"], "best": result["best"]}
 
 
-def torch_device(device: str) -> str:
-    """``cpu`` or ``cuda`` (or ``cuda:N``) for a configured device (``auto``: a GPU if any)."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def _silent(*_args, **_kwargs) -> None:
     pass
 
@@ -435,6 +426,7 @@ def original_images_for(ctx: Context, table) -> Path:
 
 def run_reconstruct(ctx: Context) -> dict:
     from deephemnma.io.star import read_particles
+    from deephemnma.network.train import resolve_device
     from deephemnma.reconstruct.group import ReconstructionSettings
     from deephemnma.reconstruct.run import run_reconstruct
 
@@ -449,7 +441,7 @@ def run_reconstruct(ctx: Context) -> dict:
     summary = run_reconstruct(
         particles,
         out,
-        ReconstructionSettings(device=torch_device(ctx.config.project.device)),
+        ReconstructionSettings(device=str(resolve_device(ctx.config.project.device))),
         groups_file=ctx.folder("analyze") / "groups.json",
         images=images,
         modes=ctx.folder("nma") / "analysis_modes.npz",
