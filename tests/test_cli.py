@@ -50,5 +50,15 @@ def test_input_error_is_reported_without_traceback(tmp_path):
     assert not (tmp_path / "out" / "particles.star").exists()
 
 
+def test_error_message_is_one_unwrapped_line_with_brackets_kept(tmp_path, capsys):
+    # A long path must not be wrapped (users copy it; tests grep it) and a path with
+    # brackets is text, not rich markup.
+    missing = tmp_path / ("x" * 120) / "[run 3]" / "missing.star"
+    assert main(["preprocess", str(missing), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err
+    assert err.count("\n") == 1
+
+
 def test_unknown_option_is_a_usage_error():
     assert main(["simulate", "--no-such-option"]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from deephemnma import __version__
 from deephemnma.errors import InputError
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = app(args=argv, standalone_mode=False)
     except InputError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # soft_wrap: a long path stays on one line, copyable and greppable; escape: a path
+        # or field name with brackets is not rich markup.
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code

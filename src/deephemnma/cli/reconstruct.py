@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from deephemnma.cli.main import app
 from deephemnma.errors import InputError
@@ -112,7 +113,9 @@ def reconstruct_command(
         min_particles=min_particles,
         amplitude_suffix=amplitude_suffix,
         progress=not quiet,
-        warn=lambda text: _err.print(f"[yellow]warning:[/] {text}", highlight=False),
+        warn=lambda text: _err.print(
+            f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
+        ),
     )
     for g in record["groups"]:
         line = (
