@@ -223,7 +223,10 @@ def subset(s: Session, source: str, target: str, n: int, repeat: int = 1) -> Pat
 
 def stage1_labels(s: Session, args) -> str:
     """Labels for training: Stage 1 on image set 1 on the device (``--labels stage1``, the
-    paper's protocol) when it finishes within ``--stage1-timeout-s``, else the ground truth."""
+    paper's protocol) when it finishes within ``--stage1-timeout-s``, else the ground truth;
+    or a STAR given as ``--labels PATH`` (rows naming images of set1.star)."""
+    if args.labels not in ("truth", "stage1"):
+        return str(Path(args.labels).resolve())
     if args.labels != "stage1":
         return "set1.star"
     out = s.work / "stage1_set1"
@@ -247,9 +250,14 @@ def train_default(s: Session, args, labels: str) -> dict:
     shutil.rmtree(s.work / "run", ignore_errors=True)
     timeout_s = min(args.train_timeout_s, s.left_s() - 5)
     minutes = max(0.2, (timeout_s - 15) / 60)  # the margin: the last save, the curves
-    return s.dh(
+    launcher = [sys.executable, "-m", "deephemnma"]
+    if args.ngpu > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                    str(args.ngpu), "-m", "deephemnma"]  # fmt: skip
+    return s.run(
         "train_default",
         [
+            *launcher,
             "train",
             "--labels",
             labels,
@@ -525,7 +533,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=400, help="at most; the time-out decides")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--train-timeout-s", type=float, default=170)
-    p.add_argument("--labels", default="truth", help="truth | stage1 (Stage 1 on the device)")
+    p.add_argument("--labels", default="truth",
+                   help="truth | stage1 (Stage 1 on the device) | a labels STAR")
+    p.add_argument("--ngpu", type=int, default=1, help="GPUs for training (> 1: torchrun)")
     p.add_argument("--stage1-timeout-s", type=float, default=240)
     p.add_argument("--predict-batch", type=int, default=1024)
     p.add_argument("--throughput-repeat", type=int, default=20)
@@ -533,7 +543,7 @@ def main() -> None:
     p.add_argument(
         "--steps",
         default="throughput,reconstruct,align,refine,paper",
-        help="optional steps after training and prediction",
+        help="optional steps after training and prediction (none: only Stage 2)",
     )
     p.add_argument("--groups", type=int, default=10)
     p.add_argument("--reconstruct-timeout-s", type=float, default=90)

@@ -9,8 +9,18 @@ the network (default recipe) is trained on the ground-truth labels of a training
 scored on a held-out split never seen in training. Labels are ground truth, not Stage 1: this
 measures what the network can learn in minutes of CPU, not the whole pipeline.
 
-Writes ``bench/results/stage2_cpu.json`` and the evaluation folder under ``--work``.
+Writes ``bench/results/stage2_cpu[_TAG].json`` and the evaluation folder under ``--work``.
 Re-running reuses the simulated data (``simulate`` and ``preprocess`` resume).
+
+Recipes at equal CPU time (issue 6 asks the default recipe to be compared with the paper's):
+
+    python bench/stage2_cpu.py --work W --sim-size 64 --size 32 --n 12000 --minutes 10 \
+        --recipe default --tag default32 --skip-speed
+    python bench/stage2_cpu.py --work W --sim-size 64 --size 32 --n 12000 --minutes 10 \
+        --recipe paper --tag paper32 --skip-speed
+
+(the second reuses the first's images; run them one after the other, or side by side with
+``--threads 1`` each, one core each.)
 """
 
 from __future__ import annotations
@@ -81,8 +91,16 @@ def main_bench() -> None:
     parser.add_argument("--val", default="200")
     parser.add_argument("--test", default="600", help="held-out images scored at the end")
     parser.add_argument("--size", type=int, default=64, help="network input box (pixels)")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--sim-size", type=int, default=128, help="simulated box (pixels; "
+                        "the pixel size scales so the box stays 83.2 Å)")
+    parser.add_argument("--recipe", default="default", help="default | paper")
+    parser.add_argument("--epochs", type=int, default=12, help="at most, with --minutes")
+    parser.add_argument("--minutes", type=float, default=0.0,
+                        help="training time budget (train --max-minutes; 0: --epochs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's "
+                        "own (paper: 2), 64 for the default recipe")
+    parser.add_argument("--tag", default="", help="results file stage2_cpu_TAG.json")
+    parser.add_argument("--skip-speed", action="store_true", help="no inference-speed runs")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--augment", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest "
@@ -94,37 +112,47 @@ def main_bench() -> None:
     work = args.work
     record: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine()}
 
-    speed = {}
-    for threads in sorted({1, args.threads, 2}):
-        speed[f"{threads} thread(s)"] = inference_speed(128, threads)
-    record["inference_128px_img_per_s"] = speed
-    print("CPU inference at 128², images/s:", json.dumps(speed, indent=1))
+    if not args.skip_speed:
+        speed = {}
+        for threads in sorted({1, args.threads, 2}):
+            speed[f"{threads} thread(s)"] = inference_speed(128, threads)
+        record["inference_128px_img_per_s"] = speed
+        print("CPU inference at 128², images/s:", json.dumps(speed, indent=1))
     if args.speed_only:
-        _write(record)
+        _write(record, args.tag)
         return
 
-    sim, pre, run = work / "sim", work / "pre", work / "run"
+    sim, pre = work / "sim", work / f"pre_{args.size}"
     steps: dict = {}
     with timed(steps.setdefault("simulate", {})):
-        _run(["simulate", "--preset", "paper-ak", "-n", str(args.n), "--image-size", "128",
-              "--pixel-size", "0.65", "--max-shift", "2.5", "-o", str(sim), "--quiet"])  # fmt: skip
+        # The paper's 256² box at 0.325 Å (83.2 Å) and ±5 px shifts (±1.625 Å), at sim-size.
+        pixel_A = 83.2 / args.sim_size
+        _run(["simulate", "--preset", "paper-ak", "-n", str(args.n), "--image-size",
+              str(args.sim_size), "--pixel-size", f"{pixel_A:g}", "--max-shift",
+              f"{1.625 / pixel_A:g}", "-o", str(sim), "--quiet"])  # fmt: skip
     with timed(steps.setdefault("preprocess", {})):
         _run(["preprocess", str(sim / "particles.star"), "--size", str(args.size),
               "-o", str(pre), "--quiet"])  # fmt: skip
+    run = work / (f"run_{args.tag}" if args.tag else "run")
     if args.restart and run.exists():
         shutil.rmtree(run)
+    batch = args.batch_size or (64 if args.recipe == "default" else None)
     train_args = [
         "train", "--labels", str(pre / "particles.star"), "--modes", str(sim / "modes.npz"),
-        "-o", str(run), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "-o", str(run), "--recipe", args.recipe, "--epochs", str(args.epochs),
         "--val", args.val, "--test", args.test, "--threads", str(args.threads), "--quiet",
     ]  # fmt: skip
+    if batch is not None:
+        train_args += ["--batch-size", str(batch)]
+    if args.minutes > 0:
+        train_args += ["--max-minutes", str(args.minutes)]
     if args.lr is not None:
         train_args += ["--lr", str(args.lr)]
     if args.augment is not None:
         train_args += ["--augment", args.augment]
     with timed(steps.setdefault("train", {})):
         _run(train_args)
-    pred = work / "predicted_test.star"
+    pred = run / "predicted_test.star"
     with timed(steps.setdefault("predict", {})):
         _run(["predict", "--particles", str(run / "splits" / "test.star"), "--checkpoint",
               str(run), "-o", str(pred), "--threads", str(args.threads), "--quiet"])  # fmt: skip
@@ -133,9 +161,9 @@ def main_bench() -> None:
     with timed(steps.setdefault("evaluate", {})):
         # The preprocessed STAR names the same images and keeps the ground-truth columns.
         _run(["evaluate", str(pred), "--truth", str(pre / "particles.star"),
-              "--modes", str(sim / "modes.npz"), "-o", str(work / "evaluation"),
+              "--modes", str(sim / "modes.npz"), "-o", str(run / "evaluation"),
               "--paper", "all"])  # fmt: skip
-    evaluation = json.loads((work / "evaluation" / "evaluation.json").read_text())
+    evaluation = json.loads((run / "evaluation" / "evaluation.json").read_text())
     config = json.loads((run / "config.json").read_text())
     # Training time from the per-epoch history (a rerun resumes and trains nothing).
     import csv
@@ -159,7 +187,7 @@ def main_bench() -> None:
             "result": evaluation["results"][0],
         }
     )
-    _write(record)
+    _write(record, args.tag)
     r = evaluation["results"][0]
     amp = r["amplitudes"]
     print(
@@ -171,12 +199,12 @@ def main_bench() -> None:
         f"train {steps['train']['train_plus_val_s']:.0f} s ({len(history)} epochs), predict "
         f"{steps['predict']['images_per_s']:.0f} img/s at {args.size}²"
     )
-    print((work / "evaluation" / "table.txt").read_text())
+    print((run / "evaluation" / "table.txt").read_text())
 
 
-def _write(record: dict) -> None:
+def _write(record: dict, tag: str = "") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "stage2_cpu.json"
+    path = RESULTS / (f"stage2_cpu_{tag}.json" if tag else "stage2_cpu.json")
     path.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(f"wrote {path}")
 
