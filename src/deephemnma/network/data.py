@@ -34,6 +34,7 @@ mirror), so augmented images look like real ones.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -253,7 +254,16 @@ def dihedral_images(images: torch.Tensor, element: torch.Tensor) -> torch.Tensor
     modulo N (one edge row/column wraps around on an even box). One gather, no host sync.
     """
     n = _square(images)
-    x, y = _coordinates(n, images.device)
+    index = _dihedral_sources(n, images.device)[element.to(images.device).long()]  # (B, H·W)
+    return images.reshape(len(images), -1).gather(1, index).reshape(images.shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _dihedral_sources(n: int, device: torch.device) -> torch.Tensor:
+    """(8, n·n) source pixel of every target pixel, one row per D4 element. Made once per
+    box and device: rebuilt at every call it was ~170 small operations per training step,
+    each a kernel launch on a GPU (as many as the network's forward pass)."""
+    x, y = _coordinates(n, device)
     c = n // 2
     sources = []
     for mat in DIHEDRAL:
@@ -261,8 +271,7 @@ def dihedral_images(images: torch.Tensor, element: torch.Tensor) -> torch.Tensor
         src_x = (int(inv[0, 0]) * x + int(inv[0, 1]) * y + c) % n
         src_y = (int(inv[1, 0]) * x + int(inv[1, 1]) * y + c) % n
         sources.append((src_y * n + src_x).reshape(-1))
-    index = torch.stack(sources)[element.to(images.device).long()]  # (B, H·W)
-    return images.reshape(len(images), -1).gather(1, index).reshape(images.shape)
+    return torch.stack(sources)
 
 
 def _shear(images: torch.Tensor, amount: torch.Tensor, axis: str) -> torch.Tensor:
