@@ -105,7 +105,7 @@ def cached_library(job):
 
 def library_to(library, device):
     """The library with its tensors on ``device``."""
-    tensors = ("matrices", "amplitudes", "vectors", "shell_power")
+    tensors = ("matrices", "amplitudes", "vectors", "shell_power", "basis")
     return replace(
         library,
         **{

@@ -9,7 +9,7 @@ phase-flipped data) so the dot product is the correlation with the CTF-filtered 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -26,9 +26,10 @@ class Library:
     """Normalized projections of the reference (possibly at several conformations).
 
     matrices: (L, 3, 3) projection matrices; amplitudes: (L, K) conformation of each entry
-    (None: undeformed); vectors: (L, S·S) zero-mean projections; shell_power: (L, R) their
-    power in each ring of spatial frequency (R = S//2 + 1), which turns a CTF-weighted norm
-    into one small matrix product.
+    (None: undeformed); vectors: (L, S·S) zero-mean projections, or (L, C) their coordinates
+    in ``basis`` (S·S, C), orthonormal columns, when the library is compressed
+    (:func:`compress_library`); shell_power: (L, R) their power in each ring of spatial
+    frequency (R = S//2 + 1), which turns a CTF-weighted norm into one small matrix product.
     """
 
     matrices: torch.Tensor
@@ -36,6 +37,7 @@ class Library:
     vectors: torch.Tensor
     shell_power: torch.Tensor
     level: Level
+    basis: torch.Tensor | None = None
 
 
 def rotate_images(images: torch.Tensor, psi_deg: torch.Tensor) -> torch.Tensor:
@@ -109,6 +111,28 @@ def build_library(
         shell_power=torch.cat(powers),
         level=level,
     )
+
+
+def compress_library(library: Library, components: int, sample: int = 20_000) -> Library:
+    """The library's projections replaced by their coordinates in its ``components`` leading
+    principal directions (without centering: the entries are zero-mean images already).
+
+    The search's dot products ⟨F·I, P⟩ become ⟨Uᵀ F·I, Uᵀ P⟩: the part of P outside the
+    basis, fine detail that noisy data barely constrain, is dropped. The directions come from
+    a fixed random ``sample`` of entries (the S·S × S·S second-moment matrix, eigh in float64),
+    so a rebuild gives the same basis. ``shell_power`` keeps the exact norms.
+    """
+    vectors = library.vectors
+    pixels = vectors.shape[1]
+    if library.basis is not None or components <= 0 or components >= pixels:
+        return library
+    generator = torch.Generator().manual_seed(0)
+    pick = torch.randperm(vectors.shape[0], generator=generator)[:sample].to(vectors.device)
+    rows = vectors[pick]
+    moment = (rows.T @ rows).to(torch.float64)
+    _, eigenvectors = torch.linalg.eigh(moment)  # ascending eigenvalues
+    basis = eigenvectors[:, -components:].flip(1).to(vectors.dtype).contiguous()
+    return replace(library, vectors=vectors @ basis, basis=basis)
 
 
 def shell_index(size: int, device=None) -> torch.Tensor:
@@ -197,7 +221,10 @@ def search(
             moved = torch.fft.irfft2(
                 translate(spectrum, shift, level.size, level.pixel_size_A), s=images.shape[-2:]
             )
-            scores, index = torch.topk((moved.flatten(-2) @ library.vectors.T) * scale, k, dim=1)
+            flat = moved.flatten(-2)
+            if library.basis is not None:
+                flat = flat @ library.basis
+            scores, index = torch.topk((flat @ library.vectors.T) * scale, k, dim=1)
             shift_rows = shift.to(images).expand(*index.shape, 2)
             if best_scores is None:
                 best_scores, best_index, best_shift = scores, index, shift_rows

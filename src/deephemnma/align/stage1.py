@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from deephemnma.align.refine import Pose, refine
-from deephemnma.align.search import Library, build_library, search
+from deephemnma.align.search import Library, build_library, compress_library, search
 from deephemnma.align.similarity import crop_images, ctf_filter, levels_for
 from deephemnma.ctf import CTFParams
 from deephemnma.project import AtomModel, merge_narrow_gaussians
@@ -26,7 +26,11 @@ class AlignConfig:
     vectors); the library holds conformations on a grid of ``grid_points`` values per mode
     spanning ±⅔ of it (every point of the range is then within ⅓ of it from the grid);
     max_shift_A: origins tried by the global search (whole search pixels within this
-    radius); refinement can move further.
+    radius); refinement can move further; library_components: principal directions the
+    library is compressed to (0: the full search_size² pixels), see
+    :func:`~deephemnma.align.search.compress_library`. 256 of 32² = 1,024: on 500 paper-ak
+    images the same accuracy as the full library at 0.23 instead of 0.32 CPU-s per image
+    (128 let one image fail grossly).
     """
 
     search_size: int = 32
@@ -40,6 +44,7 @@ class AlignConfig:
     max_shift_A: float = 3.0
     candidate_steps: int = 8
     batch_size: int = 16
+    library_components: int = 256
     extra: dict = field(default_factory=dict)
 
 
@@ -73,9 +78,10 @@ def make_library(
     conformations = conformation_grid(model.n_modes, config.amplitude_range, config.grid_points)
     conformations = conformations.to(model.coords_A.device)
     coarse = merge_narrow_gaussians(model, level.pixel_size_A)
-    return build_library(
+    library = build_library(
         coarse, config.library_spacing_deg, level, conformations, progress=progress
     )
+    return compress_library(library, config.library_components)
 
 
 def align_images(

@@ -66,6 +66,11 @@ def align(
         12.0, help="Orientation spacing of the global search library, degrees."
     ),
     search_size: int = typer.Option(32, help="Box of the global search, pixels."),
+    library_components: int = typer.Option(
+        256,
+        help="Principal components the search library is compressed to (0: none, every "
+        "pixel of the search box). Fewer make the search and the library file smaller.",
+    ),
     candidates: int = typer.Option(6, help="Library matches refined per image."),
     max_shift: float = typer.Option(
         3.0,
@@ -123,6 +128,7 @@ def align(
         lrs=lrs,
         amplitude_range=amplitude_range,
         max_shift_A=max_shift,
+        library_components=library_components,
     )
     numbers = None if mode_numbers is None else tuple(parse_mode_list(mode_numbers))
     star = align_dataset(

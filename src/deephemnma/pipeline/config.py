@@ -57,6 +57,7 @@ class Stage1Section:
     steps: str = _key("20,10,10", "Optimizer steps per box.")
     amplitude_range: float = _key(200.0, "Largest |amplitude| expected (library grid).")
     library_spacing_deg: float = _key(12.0, "Orientation spacing of the search library, °.")
+    library_components: int = _key(256, "Principal components of the search library (0: all).")
     candidates: int = _key(6, "Library matches refined per image.")
     max_shift_A: float = _key(3.0, "Origins tried by the global search, Å (refinement goes on).")
     chunk_size: int = _key(256, "Particles per resumable chunk.")

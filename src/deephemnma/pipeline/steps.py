@@ -209,6 +209,7 @@ def run_stage1(ctx: Context) -> dict:
         lrs=tuple([1.0, 0.3, 0.1, 0.1, 0.1][: len(sizes)]),
         amplitude_range=cfg.amplitude_range,
         library_spacing_deg=cfg.library_spacing_deg,
+        library_components=cfg.library_components,
         candidates=cfg.candidates,
         max_shift_A=cfg.max_shift_A,
     )
