@@ -34,6 +34,7 @@ from deephemnma.align.run import (
     library_to,
     load_reference,
     run_chunks,
+    steady_allocator,
     with_batch_size,
 )
 from deephemnma.align.stage1 import AlignConfig, make_library
@@ -105,6 +106,7 @@ def refine_chunk(job: RefineJob, start: int, stop: int, out_path: str) -> str:
     from deephemnma.io.atomic import atomic_path
     from deephemnma.io.star import common_image_size_px, common_pixel_size_A, ctf_parameters
 
+    steady_allocator()
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
