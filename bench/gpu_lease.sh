@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_lease.sh [OUT]
 #
-# 1. the training-step profile (~60 s): where a step's time goes;
+# 1. the training-step profile (≤ 75 s, batches 256 and 512): where a step's time goes;
 # 2. bench/stage2_gpu.sh: 60,000 + 10,000 images, the default recipe trained for TRAIN_S
 #    seconds, Tables 1 and 3, then the group FSC with predicted poses if time is left;
 # 3. with the time still left, the Stage 1 / refinement profile.
@@ -25,7 +25,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-timeout 60 python3 bench/gpu_train_profile.py --out "$OUT/train_profile.json" | tail -12
+timeout 75 python3 bench/gpu_train_profile.py --batches 256,512 --repeats 15 \
+  --out "$OUT/train_profile.json" | tail -12
 OUT="$OUT" BUDGET_S="${BUDGET_S:-430}" TRAIN_S="${TRAIN_S:-280}" \
   bash bench/stage2_gpu.sh --steps reconstruct
 left=$((585 - SECONDS))
