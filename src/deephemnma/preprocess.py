@@ -141,7 +141,13 @@ def preprocess_dataset(
     """
     from deephemnma.chunks import write_chunked_stacks
     from deephemnma.io.mrc import ParticleImages
-    from deephemnma.io.star import ParticleTable, ctf_parameters, read_particles, write_particles
+    from deephemnma.io.star import (
+        ParticleTable,
+        ctf_parameters,
+        phase_flipped,
+        read_particles,
+        write_particles,
+    )
 
     table = read_particles(star_path)
     optics = table.optics
@@ -160,7 +166,7 @@ def preprocess_dataset(
     row = optics.iloc[0]
     in_size = int(row["rlnImageSize"])
     pixel_size_A = float(row["rlnImagePixelSize"])
-    already_flipped = bool(int(row.get("rlnCtfDataArePhaseFlipped", 0)))
+    already_flipped = phase_flipped(table)
     do_flip = config.phase_flip and not already_flipped
     out_pixel_A = pixel_size_A * in_size / config.out_size
     reader = ParticleImages(table)

@@ -9,6 +9,7 @@ single-process one. The projection library is built once and saved; workers memo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, replace
@@ -43,6 +44,7 @@ class AlignJob:
 _CACHE: dict = {}
 
 
+@functools.cache
 def steady_allocator() -> None:
     """Let this process keep freed memory for reuse when ``MALLOC_TRIM_THRESHOLD_`` is set.
 
@@ -53,12 +55,11 @@ def steady_allocator() -> None:
     (mmap ≥ 32 MiB, trim above 64 MiB) are glibc's adaptive steady state. Linux/glibc only;
     elsewhere a no-op.
     """
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or _CACHE.get("allocator"):
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         return
     import ctypes
     import ctypes.util
 
-    _CACHE["allocator"] = True
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -212,19 +213,17 @@ def chunk_complete(path: Path, n: int) -> bool:
 def dataset_inputs(particles, modes, mode_numbers, use_ctf: bool, out: Path):
     """The particle table, whether it is phase flipped, and the mode numbers (default: the
     modes file's non-rigid ones), CTF columns checked; creates ``out/chunks``."""
-    from deephemnma.io.star import read_particles
+    from deephemnma.io.star import phase_flipped, read_particles
     from deephemnma.nma.modes import load_modes
 
     (out / "chunks").mkdir(parents=True, exist_ok=True)
     table = read_particles(particles)
-    from deephemnma.io.star import phase_flipped as data_phase_flipped
-
-    phase_flipped = data_phase_flipped(table)
+    flipped = phase_flipped(table)
     if use_ctf:
-        require_ctf(table, particles, phase_flipped)
+        require_ctf(table, particles, flipped)
     if mode_numbers is None:
         mode_numbers = tuple(int(m) for m in load_modes(modes).mode_numbers if m > 6)
-    return table, phase_flipped, mode_numbers
+    return table, flipped, mode_numbers
 
 
 def chunk_plan(out: Path, n: int, chunk_size: int):
