@@ -151,6 +151,28 @@ def test_rotation_rmsd_of_in_plane_rotation_by_hand():
     assert comparison.rmsd_angles_A[row] == pytest.approx(np.sqrt(np.mean(moved**2)))
 
 
+def test_confidence_by_pose_spread_by_hand():
+    # Spreads rank the rows: image 3 (error 0) most consistent, image 2 (20°, gross) least.
+    pred = _predicted()
+    spread = {"000001@s.mrcs": 2.0, "000002@s.mrcs": 9.0, "000003@s.mrcs": 0.5}
+    pred["deephemnmaPoseSpreadDeg"] = pred["rlnImageName"].map(spread)
+    result = evaluate(_table(pred), _table(TRUTH))
+    confidence = result["confidence"]
+    assert confidence["spearman_spread_vs_angle_error"] == pytest.approx(1.0)
+    kept = {row["fraction"]: row for row in confidence["kept_lowest_spread"]}
+    assert kept[0.5]["n"] == 2  # round(1.5) = 2: images 3 and 1
+    assert kept[0.5]["angle_mean_deg"] == pytest.approx(2.0, abs=1e-6)  # (0 + 4) / 2
+    assert kept[0.5]["spread_max_deg"] == 2.0 and kept[0.5]["gross_fraction"] == 0.0
+    assert kept[0.5]["amplitude_mae"] == pytest.approx((0 + 4 + 3 + 0) / 4)
+    assert kept[1.0]["angle_mean_deg"] == pytest.approx(result["angles"]["axes"]["mean"])
+    assert "confidence" not in evaluate(_table(_predicted()), _table(TRUTH))
+    from deephemnma.evaluate import confidence_text
+
+    line = confidence_text(result)
+    assert "Spearman 1.00" in line and "50% / 75% / 90% / 100%" in line
+    assert "angle 2.00 / " in line and "> 10° 0.00 / " in line
+
+
 def test_without_modes_no_model_rmsd():
     result = evaluate(_table(_predicted()), _table(TRUTH))
     assert result["rmsd"]["amplitudes"] is None and result["rmsd"]["angles"] is None

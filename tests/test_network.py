@@ -28,6 +28,7 @@ from deephemnma.network.data import (
     read_splits,
     rotate_images,
     transform_labels,
+    translate_images,
 )
 from deephemnma.network.model import (
     DeepHEMNMANet,
@@ -197,6 +198,51 @@ def test_in_plane_rotation_changes_psi_and_rotates_the_shift(ak_model):
     got_matrices, got_shifts = transform_labels(matrices, shifts.double(), rot)
     assert torch.allclose(got_matrices, euler_to_matrix(new_angles), atol=1e-10)
     assert torch.allclose(got_shifts, new_shifts, atol=1e-12)
+
+
+def test_translation_moves_the_particle_to_the_new_shift(ak_model):
+    angles = torch.tensor([[30.0, 70.0, 110.0], [200.0, 150.0, 10.0]], dtype=torch.float64)
+    matrices, shifts = euler_to_matrix(angles), torch.tensor([[1.0, -2.0], [0.5, 0.7]])
+    images = _lowpass(_render_bandlimited(ak_model, matrices, shifts))  # 64² at 1.3 Å
+    t_px = torch.tensor([[1.7, -0.4], [-2.3, 3.1]], dtype=torch.float64)
+    moved = _lowpass(translate_images(images, t_px))
+    # I'(p) = I(p − t): the particle moves by t, so its shift becomes s − t (in Å).
+    expected = _lowpass(_render_bandlimited(ak_model, matrices, shifts - 1.3 * t_px))
+    wrong = _lowpass(_render_bandlimited(ak_model, matrices, shifts + 1.3 * t_px))
+    for b in range(2):
+        assert _ncc(moved[b], expected[b]) > 0.999
+        assert _ncc(moved[b], wrong[b]) < 0.99
+    # Integer translations are exact pixel rolls; the mean and the norm are kept.
+    whole = translate_images(images, torch.tensor([[3.0, -2.0], [0.0, 5.0]]))
+    assert torch.allclose(whole[0], images[0].roll((-2, 3), (0, 1)), atol=1e-9)
+    assert torch.allclose(whole[1], images[1].roll((5, 0), (0, 1)), atol=1e-9)
+
+
+def test_shift_augmentation_deals_the_batch_shifts_out_again(ak_model):
+    g = torch.Generator().manual_seed(4)
+    angles = random_euler_paper(6, g)
+    matrices = euler_to_matrix(angles)
+    shifts = (torch.rand(6, 2, generator=g, dtype=torch.float64) - 0.5) * 4
+    images = _lowpass(_render_bandlimited(ak_model, matrices, shifts))
+    out, new_m, new_s = augment_batch(
+        images, matrices, shifts, "shift", torch.Generator().manual_seed(1), pixel_size_A=1.3
+    )
+    assert torch.equal(new_m, matrices)
+    # The same multiset of shifts, dealt to other images.
+    assert torch.allclose(new_s[new_s[:, 0].argsort()], shifts[shifts[:, 0].argsort()])
+    assert not torch.allclose(new_s, shifts)
+    expected = _lowpass(_render_bandlimited(ak_model, matrices, new_s))
+    for b in range(6):
+        assert _ncc(_lowpass(out)[b], expected[b]) > 0.999
+    # Composed with the in-plane rotation: still the image of the new labels.
+    out, new_m, new_s = augment_batch(
+        images, matrices, shifts, "rotation+shift", torch.Generator().manual_seed(2), 1.3
+    )
+    expected = _lowpass(_render_bandlimited(ak_model, new_m, new_s))
+    for b in range(6):
+        assert _ncc(_lowpass(out)[b], expected[b]) > 0.995
+    with pytest.raises(ValueError, match="pixel size"):
+        augment_batch(images, matrices, shifts, "shift", torch.Generator())
 
 
 def test_augment_batch_keeps_labels_consistent():
@@ -435,6 +481,42 @@ def test_predict_resumes_and_streams_in_chunks(trained, tmp_path):
     assert not (tmp_path / "b.star.parts").exists()
 
 
+def test_predict_with_tta_is_equivariant_and_writes_the_spread(trained, tmp_path):
+    # Rotating every particle image by 90° must rotate the TTA predictions exactly
+    # (psi − 90°, shifts turned): the 8 copies of the turned images are the same 8 images.
+    from deephemnma.io.mrc import write_stack
+    from deephemnma.network.tta import SPREAD_LABEL
+
+    run, _ = trained
+    val = read_particles(run / "splits" / "val.star")
+    images = torch.from_numpy(ParticleImages(val).images(np.arange(len(val))))
+    turned = dihedral_images(images, torch.full((len(val),), 1)).numpy()
+    write_stack(tmp_path / "turned.mrcs", turned, pixel_size_A=2.6)
+    table = replace(val, particles=val.particles.copy(), path=None)
+    table.particles["rlnImageName"] = [f"{i + 1:06d}@turned.mrcs" for i in range(len(val))]
+    write_particles(tmp_path / "turned.star", table)
+
+    kw = {"precision": "fp32", "progress": False, "tta": True}
+    plain = read_particles(predict(val.path, run, tmp_path / "a.star", **kw)["out"])
+    moved = read_particles(predict(tmp_path / "turned.star", run, tmp_path / "b.star", **kw)["out"])
+    maps = torch.as_tensor(DIHEDRAL[1], dtype=torch.float64).expand(len(val), 2, 2)
+    want_m, want_s = transform_labels(
+        euler_to_matrix(torch.as_tensor(angles_deg(plain))), torch.as_tensor(shifts_A(plain)), maps
+    )
+    got_m = euler_to_matrix(torch.as_tensor(angles_deg(moved)))
+    assert float(angular_error_deg(got_m, want_m).max()) < 0.01
+    np.testing.assert_allclose(shifts_A(moved), want_s.numpy(), atol=1e-4)
+    np.testing.assert_allclose(amplitudes(moved)[1], amplitudes(plain)[1], atol=1e-3)
+    spread = plain.particles[SPREAD_LABEL].to_numpy()
+    assert ((spread >= 0) & (spread <= 180)).all()
+    np.testing.assert_allclose(moved.particles[SPREAD_LABEL].to_numpy(), spread, atol=1e-3)
+    # Without TTA: no spread column, and other predictions (the consensus is not one copy's).
+    single = read_particles(predict(val.path, run, tmp_path / "c.star", precision="fp32",
+                                    progress=False)["out"])  # fmt: skip
+    assert SPREAD_LABEL not in single.particles.columns
+    assert not np.allclose(angles_deg(single), angles_deg(plain), atol=1e-3)
+
+
 def test_cli_train_predict_evaluate(tiny, tmp_path):
     run = tmp_path / "run"
     labels = str(tiny / "particles.star")
@@ -446,11 +528,12 @@ def test_cli_train_predict_evaluate(tiny, tmp_path):
     pred = tmp_path / "pred.star"
     test_star = str(run / "splits" / "test.star")
     args = ["predict", "--particles", test_star, "--checkpoint", str(run), "-o", str(pred)]
-    assert main([*args, "--quiet", "--precision", "fp32"]) == 0
+    assert main([*args, "--quiet", "--precision", "fp32", "--tta"]) == 0
     out = tmp_path / "eval"
     args = ["evaluate", str(pred), "--truth", labels, "--modes", str(tiny / "modes.npz")]
     assert main([*args, "-o", str(out)]) == 0
     assert (out / "helix.png").exists()
+    assert "pose spread (TTA)" in (out / "table.txt").read_text()  # predicted with --tta
 
     # Bad input: exit code 2, no traceback.
     assert main(["train", "--labels", str(tmp_path / "no.star"), "-o", str(run)]) == 2

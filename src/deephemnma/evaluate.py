@@ -49,6 +49,7 @@ from deephemnma.io.star import (
     ANGLES,
     IMAGE_NAME,
     ORIGINS_A,
+    POSE_SPREAD,
     ParticleTable,
     amplitude_columns,
     amplitudes,
@@ -162,6 +163,7 @@ class Comparison:
     rmsd_amplitudes_A: np.ndarray | None
     rmsd_angles_A: np.ndarray | None
     rmsd_shifts_A: np.ndarray | None
+    spread_deg: np.ndarray | None = None
 
 
 def _has(table: ParticleTable, labels: Sequence[str]) -> bool:
@@ -270,7 +272,14 @@ def compare(
         rmsd_amplitudes_A=rmsd_amp,
         rmsd_angles_A=rmsd_rot,
         rmsd_shifts_A=rmsd_sh,
+        spread_deg=_optional(pred, POSE_SPREAD),
     )
+
+
+def _optional(table: ParticleTable, label: str) -> np.ndarray | None:
+    if label not in table.particles.columns:
+        return None
+    return table.particles[label].to_numpy(dtype=np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +342,63 @@ def summarize(comparison: Comparison, gross_threshold_deg: float = GROSS_THRESHO
     }
     if any(v is not None for v in rmsd.values()):
         result["rmsd"] = rmsd
+    if c.spread_deg is not None and c.n:
+        result["confidence"] = confidence_by_spread(c, gross_threshold_deg)
     return result
+
+
+CONFIDENCE_FRACTIONS = (0.5, 0.75, 0.9, 1.0)
+
+
+def confidence_text(result: dict) -> str:
+    """One line on a result's ``confidence`` part ("" when it has none)."""
+    confidence = result.get("confidence")
+    if not confidence:
+        return ""
+    kept = confidence["kept_lowest_spread"]
+    rho = confidence["spearman_spread_vs_angle_error"]
+    parts = [f"{result['label']}: pose spread (TTA) vs angle error, Spearman "
+             + ("–" if rho is None else f"{rho:.2f}")]  # fmt: skip
+    head = " / ".join(f"{r['fraction']:.0%}" for r in kept)
+    for key, name, unit in (
+        ("angle_mean_deg", "angle", "°"),
+        ("gross_fraction", "> 10°", ""),
+        ("amplitude_mae", "amplitude MAE", ""),
+    ):
+        if key in kept[0]:
+            scale = 100 if key == "gross_fraction" else 1
+            values = " / ".join(f"{scale * r[key]:.2f}" for r in kept)
+            parts.append(f"{name} {values}{'%' if scale == 100 else unit}")
+    return f"{parts[0]}; keeping the lowest-spread {head}: " + ", ".join(parts[1:])
+
+
+def confidence_by_spread(
+    comparison: Comparison, gross_threshold_deg: float = GROSS_THRESHOLD_DEG
+) -> dict:
+    """How well the test-time-augmentation spread (``deephemnmaPoseSpreadDeg``) ranks the
+    errors: the Spearman correlation of spread and angle error, and the errors of the
+    particles kept when only the fraction with the lowest spread is kept (what a user who
+    filters on the spread gets)."""
+    from scipy.stats import spearmanr
+
+    c = comparison
+    order = np.argsort(c.spread_deg, kind="stable")
+    kept = []
+    for fraction in CONFIDENCE_FRACTIONS:
+        take = order[: max(1, int(round(fraction * c.n)))]
+        row = {"fraction": fraction, "n": int(len(take))}
+        row["spread_max_deg"] = float(c.spread_deg[take].max())
+        if c.angle_error_deg is not None:
+            row["angle_mean_deg"] = float(c.angle_error_deg[take].mean())
+            row["gross_fraction"] = float(np.mean(c.angle_error_deg[take] > gross_threshold_deg))
+        if c.mode_numbers is not None:
+            errors = np.abs(c.amplitudes_predicted[take] - c.amplitudes_truth[take])
+            row["amplitude_mae"] = float(errors.mean())
+        kept.append(row)
+    rho = None
+    if c.angle_error_deg is not None and c.n > 2:
+        rho = float(spearmanr(c.spread_deg, c.angle_error_deg).statistic)
+    return {"spearman_spread_vs_angle_error": rho, "kept_lowest_spread": kept}
 
 
 def evaluate(
@@ -381,6 +446,10 @@ def write_evaluation_folder(
     write_evaluation(payload, out / "evaluation.json")
     from deephemnma.io.atomic import atomic_write_text
 
+    notes = [line for r in results if (line := confidence_text(r))]
+    if notes:
+        table.caption = "\n".join(notes)
+        table.caption_justify = "left"
     atomic_write_text(out / "table.txt", table_text(table))
     if plots:
         for comparison, name in zip(comparisons, figure_names, strict=False):

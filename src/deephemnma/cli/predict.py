@@ -42,6 +42,14 @@ def predict_command(
     threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
     workers: int = typer.Option(-1, help="Image-reading processes (-1: auto, 0 on CPU)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    tta: bool = typer.Option(
+        False,
+        "--tta/--no-tta",
+        help="Test-time augmentation: predict each particle from its 8 copies rotated by "
+        "multiples of 90° and mirrored, map the answers back exactly and take their robust "
+        "consensus (8× the work). Also writes deephemnmaPoseSpreadDeg, the median angle (°) "
+        "between the copies' orientations and the consensus: a per-particle confidence.",
+    ),
     refine: bool = typer.Option(
         False,
         "--refine/--no-refine",
@@ -70,6 +78,7 @@ def predict_command(
         "threads": threads,
         "workers": workers,
         "progress": not quiet,
+        "tta": tta,
     }
     if refine:
         _predict_refined(particles, checkpoint, out, modes, reference, options,
@@ -86,11 +95,13 @@ def predict_command(
         threads=threads,
         workers=workers,
         progress=not quiet,
+        tta=tta,
     )
     _out.print(
         f"predicted {result['n']} particles in {result['seconds']:.1f} s "
         f"({result['images_per_s']:.0f} images/s, {result['device']}"
-        f"{', bf16' if result['bf16'] else ''}): {result['out']}"
+        f"{', bf16' if result['bf16'] else ''}{', 8-fold TTA' if result['tta'] else ''}): "
+        f"{result['out']}"
     )
 
 

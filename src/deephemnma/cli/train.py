@@ -71,7 +71,9 @@ def train_command(
     augment: str = typer.Option(
         None,
         help="Label-exact augmentation: rotation (any in-plane angle + mirror) | dihedral "
-        "(multiples of 90° + mirror) | none.",
+        "(multiples of 90° + mirror) | none; '+shift' (e.g. rotation+shift, or shift alone) "
+        "also moves each image to another training image's shift (Fourier translation; the "
+        "shift label changes with it).",
     ),
     normalization: str = typer.Option(
         None, help="Input normalization: per-image (mean 0, std 1) | dataset | none."

@@ -64,6 +64,8 @@ PHASE_SHIFT = "rlnPhaseShift"
 CTF_BFACTOR = "rlnCtfBfactor"
 ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 ORIGINS_A = ("rlnOriginXAngst", "rlnOriginYAngst")
+POSE_SPREAD = "deephemnmaPoseSpreadDeg"
+"""Per-particle disagreement (°) of test-time-augmented predictions (network.tta)."""
 ORIGINS_PX = ("rlnOriginX", "rlnOriginY")
 
 # Our own labels share this prefix (CONVENTIONS.md).

@@ -26,9 +26,15 @@ without astigmatism (paper-ak); with astigmatism the residual CTF pattern turns 
   on an even box one edge row/column wraps around (background).
 - ``"rotation"``: a uniform random angle (a multiple of 90° exactly, the rest by Fourier
   shears, :func:`rotate_images`), and a mirror with probability ½.
+- ``"+shift"`` (``"rotation+shift"``, ``"dihedral+shift"``, or ``"shift"`` alone): then each
+  image is translated so that its shift becomes that of another image of the batch (a random
+  permutation of the batch's shifts), by a Fourier phase ramp: ``I'(p) = I(p − t)`` moves the
+  particle by ``t``, so ``s' = s − t`` (pixels). The shifts' distribution stays exactly the
+  labels' one, whatever it is; the image content is the same particle, CTF and noise (all
+  translation-invariant), moved. Without shift labels nothing is translated.
 - ``"none"``.
 
-Both preserve the paper-ak distribution of poses (psi uniform; tilt ↦ 180° − tilt under the
+All preserve the paper-ak distribution of poses (psi uniform; tilt ↦ 180° − tilt under the
 mirror), so augmented images look like real ones.
 """
 
@@ -57,7 +63,7 @@ from deephemnma.io.star import (
     write_particles,
 )
 
-AUGMENTATIONS = ("none", "dihedral", "rotation")
+AUGMENTATIONS = ("none", "dihedral", "rotation", "shift", "dihedral+shift", "rotation+shift")
 NORMALIZATIONS = ("per-image", "dataset", "none")
 
 __all__ = [
@@ -75,6 +81,7 @@ __all__ = [
     "rotate_images",
     "split_counts",
     "transform_labels",
+    "translate_images",
     "write_splits",
 ]
 
@@ -315,6 +322,24 @@ def rotate_images(images: torch.Tensor, angle_rad: torch.Tensor) -> torch.Tensor
     return _shear(images, t, "x")
 
 
+def translate_images(images: torch.Tensor, shift_px: torch.Tensor) -> torch.Tensor:
+    """Translate each image by ``shift_px[b] = (t_x, t_y)`` pixels (columns, rows):
+    ``I'(p) = I(p − t)``, through a phase ramp (sinc interpolation: exact for band-limited
+    periodic images; content leaving the box re-enters on the other side).
+
+    images: (B, H, W) float; shift_px: (B, 2) on the images' device.
+    """
+    h, w = images.shape[-2:]
+    real = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
+    ky = torch.fft.fftfreq(h, device=images.device, dtype=real)
+    kx = torch.fft.rfftfreq(w, device=images.device, dtype=real)
+    t = shift_px.to(device=images.device, dtype=real)
+    angle = -2 * math.pi * (t[:, 0, None, None] * kx + t[:, 1, None, None] * ky[:, None])
+    phase = torch.polar(torch.ones_like(angle), angle)
+    spectrum = torch.fft.rfft2(images.to(real)) * phase
+    return torch.fft.irfft2(spectrum, s=(h, w)).to(images.dtype)
+
+
 def transform_labels(
     matrices: torch.Tensor, shifts_A: torch.Tensor | None, maps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -339,15 +364,39 @@ def augment_batch(
     shifts_A: torch.Tensor | None,
     kind: str,
     generator: torch.Generator,
+    pixel_size_A: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Random label-exact augmentation of a batch (module docstring).
 
     images: (B, H, W); matrices: (B, 3, 3) or None; shifts_A: (B, 2) or None, on any one
     device. ``generator`` is a CPU generator: the random draws are made on the CPU (the same
-    on every device), the work on the images' device.
+    on every device), the work on the images' device. ``pixel_size_A``: needed by the
+    ``+shift`` kinds (shifts are labelled in Å, images move in pixels).
     """
-    if kind == "none":
-        return images, matrices, shifts_A
+    if kind not in AUGMENTATIONS:
+        raise InputError("unknown augmentation", expected=" | ".join(AUGMENTATIONS), found=kind)
+    base, _, shift = kind.partition("+")
+    if base == "shift":
+        base, shift = "none", "shift"
+    if base != "none":
+        images, matrices, shifts_A = _turn_batch(images, matrices, shifts_A, base, generator)
+    if shift and shifts_A is not None:
+        if not pixel_size_A or pixel_size_A <= 0:
+            raise ValueError(f"augmentation {kind!r} needs the pixel size")
+        images, shifts_A = _reshift_batch(images, shifts_A, pixel_size_A, generator)
+    return images, matrices, shifts_A
+
+
+def _reshift_batch(images, shifts_A, pixel_size_A: float, generator: torch.Generator):
+    """Give each image the shift of another image of the batch (module docstring)."""
+    order = torch.randperm(len(images), generator=generator)
+    new_shifts = shifts_A[to_device_async(order, shifts_A.device)]
+    images = translate_images(images, (shifts_A - new_shifts).to(images.device) / pixel_size_A)
+    return images, new_shifts
+
+
+def _turn_batch(images, matrices, shifts_A, kind: str, generator: torch.Generator):
+    """The dihedral or in-plane rotation part of :func:`augment_batch`."""
     b, device = images.shape[0], images.device
     if kind == "dihedral":
         element = torch.randint(0, 8, (b,), generator=generator)
@@ -363,8 +412,6 @@ def augment_batch(
         flip = torch.ones(b, 2, dtype=torch.float64)
         flip[:, 0] = torch.where(mirror, -1.0, 1.0)
         maps = rot * flip[:, None, :]  # R(α) · diag(±1, 1)
-    else:
-        raise InputError("unknown augmentation", expected=" | ".join(AUGMENTATIONS), found=kind)
     maps = to_device_async(maps, device)
     if matrices is not None:
         matrices, shifts_A = transform_labels(matrices, shifts_A, maps)

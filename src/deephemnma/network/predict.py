@@ -69,11 +69,23 @@ def predict_arrays(
     workers: int = 0,
     bar=None,
     transform=None,
+    tta: bool = False,
 ) -> dict[str, np.ndarray]:
     """Predictions for particle ``rows`` of ``images`` (a ParticleImages): ``amplitudes``
     (n, M), ``angles_deg`` (n, 3), ``shifts_A`` (n, 2), float64, for the heads the net has.
     ``transform``: from :func:`input_transform`, applied on the device before the
-    normalization."""
+    normalization. ``tta``: the consensus of the 8 dihedral copies of each image
+    (:mod:`deephemnma.network.tta`), with ``spread_deg`` (n,) when rotations are predicted."""
+    from deephemnma.geometry import matrix_to_euler
+    from deephemnma.network.tta import dihedral_predict
+
+    def predict_one(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            raw = model(x)
+        return decode(raw, loaded.spec, loaded.scaling)
+
     # Normalized on the device: reading is then all the loader processes do.
     dataset = ParticleDataset(images, rows, None)
     sampler = ParticleBatches(len(rows), batch_size)
@@ -92,12 +104,13 @@ def predict_arrays(
             if transform is not None:
                 x = transform(x[:, 0], rows[batch["positions"].numpy()])[:, None]
             x = loaded.normalization.apply(x)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                raw = model(x)
-            phys = decode(raw, loaded.spec, loaded.scaling)
-            for key in ("amplitudes", "angles_deg", "shifts_A"):
+            if tta:
+                phys = dihedral_predict(predict_one, x)
+                if "matrices" in phys:
+                    phys["angles_deg"] = matrix_to_euler(phys["matrices"])
+            else:
+                phys = predict_one(x)
+            for key in ("amplitudes", "angles_deg", "shifts_A", "spread_deg"):
                 if key in phys:
                     parts.setdefault(key, []).append(phys[key].double().cpu().numpy())
             if bar is not None:
@@ -181,11 +194,13 @@ def predict(
     progress: bool = True,
     keep_parts: bool = False,
     stop_after_chunks: int | None = None,
+    tta: bool = False,
 ) -> dict:
     """Predict every particle of ``particles`` with ``checkpoint`` (file or training folder)
     and write the STAR ``out``. Returns ``{"out", "n", "seconds", "images_per_s",
     "chunks_computed", "chunks_reused", "bf16"}``. ``stop_after_chunks`` ends early, as a
-    kill would (for tests)."""
+    kill would (for tests). ``tta``: test-time augmentation (:mod:`deephemnma.network.tta`;
+    8× the work), which also writes each particle's pose spread (``deephemnmaPoseSpreadDeg``)."""
     from deephemnma.io.mrc import ParticleImages
     from deephemnma.io.star import read_particles, with_amplitudes, with_poses, write_particles
     from deephemnma.progress import progress_bar
@@ -215,6 +230,7 @@ def predict(
         "n": len(table),
         "chunk_size": chunk_size,
         "bf16": bf16,
+        "tta": bool(tta),
     }
     meta_path = parts_dir / "meta.json"
     if parts_dir.exists():
@@ -252,7 +268,7 @@ def predict(
             tc = time.perf_counter()
             arrays = predict_arrays(
                 model, loaded, images, np.arange(lo, hi), dev, batch_size, bf16,
-                workers=workers, bar=bar, transform=transform,
+                workers=workers, bar=bar, transform=transform, tta=tta,
             )  # fmt: skip
             t_compute += time.perf_counter() - tc
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -269,6 +285,11 @@ def predict(
         table = with_poses(table, result.get("angles_deg"), result.get("shifts_A"))
     if "amplitudes" in result:
         table = with_amplitudes(table, loaded.mode_numbers, result["amplitudes"])
+    if "spread_deg" in result:
+        from deephemnma.io.star import with_columns
+        from deephemnma.network.tta import SPREAD_LABEL
+
+        table = with_columns(table, {SPREAD_LABEL: result["spread_deg"]})
     write_particles(out, table)
     if not keep_parts:
         shutil.rmtree(parts_dir, ignore_errors=True)
@@ -282,5 +303,6 @@ def predict(
         "chunks_computed": computed,
         "chunks_reused": reused,
         "bf16": bf16,
+        "tta": bool(tta),
         "device": str(dev),
     }

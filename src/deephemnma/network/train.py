@@ -326,6 +326,7 @@ def _to_device(
     channels_last: bool,
     augment: str,
     normalization: InputNormalization,
+    pixel_size_A: float | None = None,
 ) -> dict:
     """Move a batch to ``device``; normalize its images and apply the label-exact
     augmentation there (when the batch carries a seed); make the images channels-last."""
@@ -340,7 +341,12 @@ def _to_device(
     if augment != "none" and "seed" in batch:
         generator = torch.Generator().manual_seed(int(batch["seed"]))
         images, matrices, shifts = augment_batch(
-            out["images"][:, 0], out.get("matrices"), out.get("shifts_A"), augment, generator
+            out["images"][:, 0],
+            out.get("matrices"),
+            out.get("shifts_A"),
+            augment,
+            generator,
+            pixel_size_A,
         )
         out["images"] = images[:, None]
         if matrices is not None:
@@ -402,10 +408,12 @@ def _run_epoch(
     bar=None,
     *,
     normalization: InputNormalization,
+    pixel_size_A: float | None = None,
 ) -> dict:
     """Train (with ``optimizer``) or validate; returns mean losses and, for validation,
     physical errors (amplitude MAE over modes, angle error in degrees, shift MAE in Å).
-    ``normalization``: applied to the loader's raw images on ``device``."""
+    ``normalization``: applied to the loader's raw images on ``device``; ``pixel_size_A``:
+    theirs (shift augmentation)."""
     training = optimizer is not None
     model.train(training)
     use_bf16 = _use_bf16(config, device)
@@ -418,7 +426,9 @@ def _run_epoch(
             if len(batch["positions"]) == 0:  # a rank's share of a short last batch
                 continue
             augment = config.augment if training else "none"
-            batch = _to_device(batch, device, config.channels_last, augment, normalization)
+            batch = _to_device(
+                batch, device, config.channels_last, augment, normalization, pixel_size_A
+            )
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 raw = model(batch["images"])
             losses = compute_losses(raw, batch, spec, scaling, loss_config)
@@ -855,7 +865,7 @@ def train(
         batches = (train_loader, val_loader)
         config = _fit_epochs(
             config, model, net, batches, optimizer, spec, scaling, loss_config, dev, d,
-            normalization, t_start, out, log,
+            normalization, t_start, out, log, inputs.pixel_size_A,
         )  # fmt: skip
     scheduler = _scheduler(optimizer, config, len(train_sampler))
     if previous is not None:
@@ -903,6 +913,7 @@ def train(
             train_stats = _run_epoch(
                 net, train_loader, spec, scaling, loss_config, dev, config, d,
                 optimizer, scheduler, bar, normalization=normalization,
+                pixel_size_A=inputs.pixel_size_A,
             )  # fmt: skip
             t1 = time.perf_counter()
             # Validation on the unwrapped model: no collective inside, so ranks may differ.
@@ -983,6 +994,7 @@ def _fit_epochs(
     started: float,
     out: Path,
     log,
+    pixel_size_A: float | None = None,
 ) -> TrainConfig:
     """``config`` with as many epochs (at most ``config.epochs``) as fit ``max_minutes``
     counted from ``started``. A few training steps, one validation pass and one checkpoint
@@ -1007,11 +1019,11 @@ def _fit_epochs(
     no_schedule = SimpleNamespace(step=lambda: None)
     # The first steps pay for kernel selection and loader start-up: not timed.
     _run_epoch(net, itertools.islice(train_loader, warm), *args, optimizer, no_schedule,
-               normalization=normalization)  # fmt: skip
+               normalization=normalization, pixel_size_A=pixel_size_A)  # fmt: skip
     sync()
     t = time.perf_counter()
     _run_epoch(net, itertools.islice(train_loader, timed), *args, optimizer, no_schedule,
-               normalization=normalization)  # fmt: skip
+               normalization=normalization, pixel_size_A=pixel_size_A)  # fmt: skip
     sync()
     step_s = (time.perf_counter() - t) / timed
     t = time.perf_counter()

@@ -87,6 +87,9 @@ class PredictSection:
     refine_sizes: str = _key("64,128", "Refinement boxes in pixels.")
     refine_steps: str = _key("15,10", "Refinement steps per box.")
     batch_size: int = _key(256, "Images per forward pass.")
+    tta: bool = _key(
+        False, "Test-time augmentation: consensus of 8 rotated/mirrored copies (8× the work)."
+    )
 
 
 @dataclass(frozen=True)

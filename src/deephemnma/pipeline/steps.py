@@ -305,6 +305,7 @@ def run_predict(ctx: Context) -> dict:
         "batch_size": cfg.batch_size,
         "threads": ctx.config.project.threads or None,
         "progress": ctx.config.project.progress,
+        "tta": cfg.tta,
     }
     final = out / "particles.star"
     if cfg.refine:

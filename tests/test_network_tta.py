@@ -1,0 +1,76 @@
+"""Test-time augmentation over D4: exact equivariance, robust consensus, spread."""
+
+import numpy as np
+import torch
+
+from deephemnma.geometry import angular_error_deg, euler_to_matrix, random_euler_paper
+from deephemnma.network.data import DIHEDRAL, dihedral_images, transform_labels
+from deephemnma.network.model import rotation_from_output
+from deephemnma.network.tta import consensus, dihedral_predict, project_to_so3
+
+
+def _arbitrary_predictor(size: int, seed: int = 0):
+    """A fixed, far from equivariant map of images to amplitudes, rotations and shifts (a
+    random linear layer on the pixels), standing in for a partly trained network."""
+    g = torch.Generator().manual_seed(seed)
+    weights = torch.randn(size * size, 11, generator=g, dtype=torch.float64)
+
+    def predict_one(images):
+        features = images.reshape(len(images), -1).double() @ weights
+        return {
+            "amplitudes": features[:, :3] * 10,
+            "matrices": rotation_from_output(features[:, 3:9], "6d"),
+            "shifts_A": features[:, 9:11] * 0.1,
+        }
+
+    return predict_one
+
+
+def test_consensus_is_exactly_equivariant():
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(5, 1, 16, 16, generator=g, dtype=torch.float64)
+    predict_one = _arbitrary_predictor(16)
+    plain = dihedral_predict(predict_one, images)
+    maps = torch.as_tensor(np.stack(DIHEDRAL), dtype=torch.float64)
+    for element in range(8):
+        which = torch.full((5,), element)
+        moved = dihedral_predict(predict_one, dihedral_images(images[:, 0], which)[:, None])
+        want_m, want_s = transform_labels(plain["matrices"], plain["shifts_A"], maps[which])
+        assert angular_error_deg(moved["matrices"], want_m).max() < 1e-5, element
+        assert torch.allclose(moved["shifts_A"], want_s, atol=1e-10), element
+        assert torch.allclose(moved["amplitudes"], plain["amplitudes"], atol=1e-10), element
+        assert torch.allclose(moved["spread_deg"], plain["spread_deg"], atol=1e-5), element
+    # The copies of this predictor disagree: a large spread, and a consensus that is not the
+    # plain prediction.
+    assert float(plain["spread_deg"].min()) > 10
+    single = predict_one(images)
+    assert angular_error_deg(plain["matrices"], single["matrices"]).max() > 1
+
+
+def test_a_majority_of_agreeing_copies_wins_over_gross_outliers():
+    g = torch.Generator().manual_seed(2)
+    truth = euler_to_matrix(random_euler_paper(4, g))
+    outliers = euler_to_matrix(random_euler_paper(12, g)).reshape(3, 4, 3, 3)
+    near = truth @ euler_to_matrix(torch.tensor([[0.0, 0.3, 0.0]], dtype=torch.float64))
+    copies = torch.cat([truth.expand(4, 4, 3, 3), near[None], outliers])  # 5 close, 3 wrong
+    amplitudes = torch.tensor([1.0, 1.0, 1.0, 1.1, 0.9, 80.0, -70.0, 95.0])[:, None, None]
+    out = consensus({"matrices": copies, "amplitudes": amplitudes.expand(8, 4, 2)})
+    assert angular_error_deg(out["matrices"], truth).max() < 0.05
+    assert torch.allclose(out["amplitudes"], torch.ones(4, 2, dtype=torch.float64))
+    assert torch.allclose(out["spread_deg"], torch.zeros(4, dtype=torch.float64), atol=0.2)
+    mean = project_to_so3(copies.mean(0))  # the plain chordal mean is pulled away
+    assert angular_error_deg(mean, truth).max() > 1
+
+
+def test_projection_onto_rotations():
+    g = torch.Generator().manual_seed(3)
+    rotations = euler_to_matrix(random_euler_paper(6, g))
+    noisy = rotations + 0.01 * torch.randn(6, 3, 3, generator=g, dtype=torch.float64)
+    projected = project_to_so3(noisy)
+    eye = torch.eye(3, dtype=torch.float64).expand(6, 3, 3)
+    assert torch.allclose(projected @ projected.transpose(-1, -2), eye, atol=1e-12)
+    assert torch.allclose(torch.det(projected), torch.ones(6, dtype=torch.float64))
+    assert angular_error_deg(projected, rotations).max() < 2
+    assert torch.allclose(project_to_so3(rotations), rotations, atol=1e-12)
+    reflected = -rotations  # det −1: the nearest rotation, not the reflection
+    assert torch.allclose(torch.det(project_to_so3(reflected)), torch.ones(6, dtype=torch.float64))
