@@ -275,6 +275,8 @@ def train_default(s: Session, args, labels: str) -> dict:
             str(args.batch),
             "--device",
             args.device,
+            *(["--augment", args.augment] if args.augment else []),
+            *(["--lr", str(args.lr)] if args.lr else []),
             "--quiet",
         ],  # fmt: skip
         timeout_s=timeout_s,
@@ -290,12 +292,14 @@ def train_and_predict(s: Session, args) -> bool:
         return False
     if r["timed_out"]:
         s.say("training timed out: predicting with its last checkpoint")
-    for name, star, out in (
-        ("predict_small", "run/splits/test.star", "pred_small.star"),
-        ("predict_large", "test.star", "pred_large.star"),
+    for name, star, out, extra in (
+        ("predict_small", "run/splits/test.star", "pred_small.star", []),
+        ("predict_large", "test.star", "pred_large.star", []),
+        ("predict_large_tta", "test.star", "pred_large_tta.star", ["--tta"]),
     ):
         s.dh(name, ["predict", "--particles", star, "--checkpoint", "run", "-o", out,
-                    "--device", args.device, "--batch-size", "1024", "--quiet"], 120)  # fmt: skip
+                    "--device", args.device, "--batch-size", "1024", "--quiet", *extra],
+             120)  # fmt: skip
     return (s.work / "pred_large.star").exists()
 
 
@@ -322,6 +326,7 @@ def evaluate(s: Session, args) -> list[subprocess.Popen]:
     for pred, truth, out, paper in (
         ("pred_small.star", "set1.star", "eval_small", "table1"),
         ("pred_large.star", "test.star", "eval_large", "table3"),
+        ("pred_large_tta.star", "test.star", "eval_large_tta", "table3"),
     ):
         if (s.work / pred).exists():
             jobs.append(
@@ -532,9 +537,12 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=400, help="at most; the time-out decides")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--augment", default=None, help="train --augment (default: the recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="train --lr (default: the recipe's)")
     p.add_argument("--train-timeout-s", type=float, default=170)
-    p.add_argument("--labels", default="truth",
-                   help="truth | stage1 (Stage 1 on the device) | a labels STAR")
+    p.add_argument(
+        "--labels", default="truth", help="truth | stage1 (Stage 1 on the device) | a labels STAR"
+    )
     p.add_argument("--ngpu", type=int, default=1, help="GPUs for training (> 1: torchrun)")
     p.add_argument("--stage1-timeout-s", type=float, default=240)
     p.add_argument("--predict-batch", type=int, default=1024)
@@ -570,10 +578,8 @@ def main() -> None:
     }
     s.save()
     artifacts = [work / n for n in ("run/history.csv", "run/curves.png", "run/config.json",
-                                    "eval_small", "eval_large", "eval_align", "eval_refine",
-                                    "reconstruct_pred", "align/summary.json",
-                                    "refine/summary.json", "run_paper/history.csv",
-                                    "eval_stage1_labels")]  # fmt: skip
+                                    *EVALUATIONS, "reconstruct_pred", "align/summary.json",
+                                    "refine/summary.json", "run_paper/history.csv")]  # fmt: skip
     try:
         if not simulate(s, args):
             s.say("simulation failed; see the log")
@@ -596,7 +602,7 @@ def main() -> None:
                 job.wait(timeout=max(1, s.left_s() - 10))
             except subprocess.TimeoutExpired:
                 job.kill()
-        for name in ("eval_small", "eval_large", "eval_align", "eval_refine", "eval_stage1_labels"):
+        for name in EVALUATIONS:
             if (work / name).exists():
                 s.results[name] = table_of(work / name)
         s.save()
@@ -609,6 +615,10 @@ def main() -> None:
         print_summary(s.results)
 
 
+EVALUATIONS = ("eval_small", "eval_large", "eval_large_tta", "eval_align", "eval_refine",
+               "eval_stage1_labels")  # fmt: skip
+
+
 def _metrics(evaluation: dict) -> str:
     r = evaluation.get("evaluation.json", {}).get("results", [{}])[0]
     if not r:
@@ -617,12 +627,20 @@ def _metrics(evaluation: dict) -> str:
     ang = r["angles"]["axes"]
     sx, sy = r["shifts"]["x"]["mean"], r["shifts"]["y"]["mean"]
     rmsd = r["rmsd"]
-    return (
+    text = (
         f"n {r['n']}  amp MAE {amp:.2f}  angle {ang['mean']:.2f}±{ang['std']:.2f}° "
         f"(median {ang['median']:.2f}°, >10° {100 * r['angles']['gross_fraction']:.2f}%)  "
         f"shift {sx:.3f}/{sy:.3f} Å  RMSD amp/ang/shift {rmsd['amplitudes']['mean']:.2f}/"
         f"{rmsd['angles']['mean']:.2f}/{rmsd['shifts']['mean']:.2f} Å"
     )
+    confidence = r.get("confidence")
+    if confidence:  # with --tta: what keeping the most consistent particles gives
+        kept = "  ".join(
+            f"{k['fraction']:.0%}: {k['angle_mean_deg']:.2f}°/{k['amplitude_mae']:.2f}"
+            for k in confidence["kept_lowest_spread"]
+        )
+        text += f"  | spread rho {confidence['spearman_spread_vs_angle_error']:.2f}  {kept}"
+    return text
 
 
 def print_summary(results: dict) -> None:
@@ -632,7 +650,7 @@ def print_summary(results: dict) -> None:
     for name, info in steps.items():
         keep = {k: v for k, v in info.items() if k not in ("history_columns", "per_group")}
         print(f"{name}: {json.dumps(keep, default=str)}")
-    for name in ("eval_small", "eval_large", "eval_align", "eval_refine", "eval_stage1_labels"):
+    for name in EVALUATIONS:
         if name in results:
             print(f"{name}: {_metrics(results[name])}")
 

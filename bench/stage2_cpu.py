@@ -91,14 +91,26 @@ def main_bench() -> None:
     parser.add_argument("--val", default="200")
     parser.add_argument("--test", default="600", help="held-out images scored at the end")
     parser.add_argument("--size", type=int, default=64, help="network input box (pixels)")
-    parser.add_argument("--sim-size", type=int, default=128, help="simulated box (pixels; "
-                        "the pixel size scales so the box stays 83.2 Å)")
+    parser.add_argument(
+        "--sim-size",
+        type=int,
+        default=128,
+        help="simulated box (pixels; the pixel size scales so the box stays 83.2 Å)",
+    )
     parser.add_argument("--recipe", default="default", help="default | paper")
     parser.add_argument("--epochs", type=int, default=12, help="at most, with --minutes")
-    parser.add_argument("--minutes", type=float, default=0.0,
-                        help="training time budget (train --max-minutes; 0: --epochs)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's "
-                        "own (paper: 2), 64 for the default recipe")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=0.0,
+        help="training time budget (train --max-minutes; 0: --epochs)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="default: the recipe's own (paper: 2), 64 for the default recipe",
+    )
     parser.add_argument("--tag", default="", help="results file stage2_cpu_TAG.json")
     parser.add_argument("--skip-speed", action="store_true", help="no inference-speed runs")
     parser.add_argument("--lr", type=float, default=None)

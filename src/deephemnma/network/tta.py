@@ -24,18 +24,15 @@ truth (written to the STAR as ``deephemnmaPoseSpreadDeg``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from deephemnma.io.star import POSE_SPREAD as SPREAD_LABEL
 from deephemnma.network.data import DIHEDRAL, dihedral_images
 
-__all__ = ["SPREAD_LABEL", "consensus", "dihedral_maps", "dihedral_predict", "project_to_so3"]
-
-
-def dihedral_maps(device=None, dtype=torch.float64) -> torch.Tensor:
-    """(8, 2, 2) the maps ``L`` of :data:`deephemnma.network.data.DIHEDRAL`."""
-    return torch.as_tensor(np.stack(DIHEDRAL), dtype=dtype, device=device)
+__all__ = ["SPREAD_LABEL", "consensus", "dihedral_predict", "project_to_so3"]
 
 
 def project_to_so3(matrices: torch.Tensor) -> torch.Tensor:
@@ -78,9 +75,10 @@ def consensus(per_copy: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _inverse_maps(device) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=8)
+def _inverse_maps(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(8, 2, 2) ``L⁻¹ = Lᵀ`` and (8, 3, 3) ``L₃⁻¹ = L₃ᵀ``, which undo each D4 element's
-    label change (built on the host: no device round trip per batch)."""
+    label change (made once per device: no host-to-device copy per batch)."""
     back_2d = np.stack([m.T for m in DIHEDRAL]).astype(np.float64)
     back_3d = np.zeros((len(DIHEDRAL), 3, 3))
     back_3d[:, :2, :2] = back_2d
