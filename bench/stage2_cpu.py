@@ -119,6 +119,7 @@ def main_bench() -> None:
                         "on a shared 2-core machine)")  # fmt: skip
     parser.add_argument("--restart", action="store_true", help="retrain from scratch")
     parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--tta", action="store_true", help="also predict with --tta, evaluated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work
@@ -164,17 +165,19 @@ def main_bench() -> None:
         train_args += ["--augment", args.augment]
     with timed(steps.setdefault("train", {})):
         _run(train_args)
-    pred = run / "predicted_test.star"
-    with timed(steps.setdefault("predict", {})):
-        _run(["predict", "--particles", str(run / "splits" / "test.star"), "--checkpoint",
-              str(run), "-o", str(pred), "--threads", str(args.threads), "--quiet"])  # fmt: skip
     n_test = sum(1 for line in open(run / "splits" / "test.star") if "@" in line)
-    steps["predict"]["images_per_s"] = n_test / steps["predict"]["wall_s"]
-    with timed(steps.setdefault("evaluate", {})):
-        # The preprocessed STAR names the same images and keeps the ground-truth columns.
-        _run(["evaluate", str(pred), "--truth", str(pre / "particles.star"),
-              "--modes", str(sim / "modes.npz"), "-o", str(run / "evaluation"),
-              "--paper", "all"])  # fmt: skip
+    for suffix, extra in (("", []), ("_tta", ["--tta"]))[: 2 if args.tta else 1]:
+        pred = run / f"predicted_test{suffix}.star"
+        with timed(steps.setdefault(f"predict{suffix}", {})):
+            _run(["predict", "--particles", str(run / "splits" / "test.star"), "--checkpoint",
+                  str(run), "-o", str(pred), "--threads", str(args.threads), "--quiet",
+                  *extra])  # fmt: skip
+        steps[f"predict{suffix}"]["images_per_s"] = n_test / steps[f"predict{suffix}"]["wall_s"]
+        with timed(steps.setdefault(f"evaluate{suffix}", {})):
+            # The preprocessed STAR names the same images and keeps the ground-truth columns.
+            _run(["evaluate", str(pred), "--truth", str(pre / "particles.star"),
+                  "--modes", str(sim / "modes.npz"), "-o", str(run / f"evaluation{suffix}"),
+                  "--paper", "all"])  # fmt: skip
     evaluation = json.loads((run / "evaluation" / "evaluation.json").read_text())
     config = json.loads((run / "config.json").read_text())
     # Training time from the per-epoch history (a rerun resumes and trains nothing).
@@ -199,6 +202,9 @@ def main_bench() -> None:
             "result": evaluation["results"][0],
         }
     )
+    if args.tta:
+        tta = json.loads((run / "evaluation_tta" / "evaluation.json").read_text())
+        record["result_tta"] = tta["results"][0]
     _write(record, args.tag)
     r = evaluation["results"][0]
     amp = r["amplitudes"]
@@ -212,6 +218,8 @@ def main_bench() -> None:
         f"{steps['predict']['images_per_s']:.0f} img/s at {args.size}²"
     )
     print((run / "evaluation" / "table.txt").read_text())
+    if args.tta:
+        print("with --tta:\n" + (run / "evaluation_tta" / "table.txt").read_text())
 
 
 def _write(record: dict, tag: str = "") -> None:
