@@ -286,10 +286,9 @@ def predict(
     if "amplitudes" in result:
         table = with_amplitudes(table, loaded.mode_numbers, result["amplitudes"])
     if "spread_deg" in result:
-        from deephemnma.io.star import with_columns
-        from deephemnma.network.tta import SPREAD_LABEL
+        from deephemnma.io.star import POSE_SPREAD, with_columns
 
-        table = with_columns(table, {SPREAD_LABEL: result["spread_deg"]})
+        table = with_columns(table, {POSE_SPREAD: result["spread_deg"]})
     write_particles(out, table)
     if not keep_parts:
         shutil.rmtree(parts_dir, ignore_errors=True)
