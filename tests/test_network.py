@@ -260,6 +260,15 @@ def test_augment_batch_keeps_labels_consistent():
         assert torch.allclose(new_s.norm(dim=-1), shifts.norm(dim=-1))
 
 
+def test_default_learning_rate_follows_the_batch_size():
+    assert recipe_config("default").lr == pytest.approx(5e-4)  # batch 128
+    assert recipe_config("default", batch_size=64).lr == pytest.approx(2.5e-4)
+    assert recipe_config("default", batch_size=256).lr == pytest.approx(1e-3)  # as measured
+    assert recipe_config("default", batch_size=1024).lr == pytest.approx(1e-3)
+    assert recipe_config("default", batch_size=64, lr=1e-3).lr == 1e-3  # given: kept
+    assert recipe_config("paper").lr == 1e-5
+
+
 def test_batches_shard_between_ranks():
     whole = list(ParticleBatches(10, 4, shuffle=True, drop_last=True, seed=5))
     ranks = [list(ParticleBatches(10, 4, True, True, 5, rank=r, world_size=2)) for r in (0, 1)]

@@ -45,7 +45,10 @@ def train_command(
     ),
     epochs: int = typer.Option(None, help="Epochs (paper: 400; default recipe: 60)."),
     batch_size: int = typer.Option(None, help="Global batch size in images (paper: 2)."),
-    lr: float = typer.Option(None, help="Peak learning rate (paper: 1e-5; default: 1e-3)."),
+    lr: float = typer.Option(
+        None,
+        help="Peak learning rate (paper: 1e-5; default recipe: 1e-3 × batch/256, at most 1e-3).",
+    ),
     weight_decay: float = typer.Option(None, help="Weight decay (paper: 1e-5)."),
     schedule: str = typer.Option(
         None, help="onecycle | step (÷ 1/gamma every --step-epochs) | constant."

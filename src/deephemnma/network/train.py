@@ -8,10 +8,10 @@ Two recipes (:data:`RECIPES`; every field can be overridden):
   Targets are normalized (mean 0, std 1 per amplitude and shift; the paper does not say) and
   the quaternion of ``Aᵀ`` with ``w ≥ 0`` is the rotation target.
 - ``default``: one shared network with three heads, a 6D rotation output with the chordal
-  loss ``‖R̂ − R‖²_F`` (no ``q ≡ −q`` ambiguity), AdamW with a one-cycle schedule, batch
-  128, bf16 autocast and channels-last where the hardware has fast bf16 (CUDA; CPUs with AMX
-  or AVX-512 BF16), and exact in-plane rotation + mirror augmentation
-  (:mod:`deephemnma.network.data`).
+  loss ``‖R̂ − R‖²_F`` (no ``q ≡ −q`` ambiguity), AdamW with a one-cycle schedule peaking at
+  1e-3 × batch/256 (at most 1e-3; :func:`scaled_lr`), batch 128, bf16 autocast and
+  channels-last where the hardware has fast bf16 (CUDA; CPUs with AMX or AVX-512 BF16), and
+  exact in-plane rotation + mirror augmentation (:mod:`deephemnma.network.data`).
 
 Output folder: ``config.json`` (inputs, configuration, versions, timings), ``splits.json``
 and ``splits/{train,val,test}.star``, ``checkpoint.pt`` (every epoch, for resuming),
@@ -196,13 +196,29 @@ PRELOAD_DEVICE_FRACTION = 0.3
 most this share of its memory (the network's activations need the rest)."""
 
 
+LR_REFERENCE_BATCH = 256
+"""The default recipe's peak rate (``TrainConfig.lr``, 1e-3) is the one measured at batch 256
+on a GPU (BENCHMARK.md's calibration, docs/gpu.md run 1). Smaller batches get a
+proportionally smaller peak rate (:func:`scaled_lr`): at 1e-3, batch 128 (GPU run 2) and
+batch 64 (CPU) drove the training loss up once the warm-up passed 5e-4 (docs/network.md)."""
+
+
+def scaled_lr(batch_size: int, lr: float = TrainConfig.lr) -> float:
+    """``lr × batch / 256`` below batch 256, ``lr`` from there on (linear scaling is not
+    safe upwards with Adam, and nothing larger has been measured)."""
+    return lr * min(1.0, batch_size / LR_REFERENCE_BATCH)
+
+
 def recipe_config(recipe: str = "default", **overrides) -> TrainConfig:
-    """The named recipe with ``overrides`` (None values are ignored)."""
+    """The named recipe with ``overrides`` (None values are ignored). The default recipe's
+    learning rate, unless given, follows the batch size (:func:`scaled_lr`)."""
     if recipe not in RECIPES:
         raise InputError(
             "unknown recipe", field="recipe", expected=" | ".join(RECIPES), found=recipe
         )
     values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+    if recipe == "default" and "lr" not in values:
+        values["lr"] = scaled_lr(values.get("batch_size", TrainConfig.batch_size))
     config = TrainConfig(recipe=recipe, **values)
     config.validate()
     return config
