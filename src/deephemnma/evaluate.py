@@ -54,6 +54,7 @@ from deephemnma.io.star import (
     amplitude_columns,
     amplitudes,
     angles_deg,
+    optional_column,
     shifts_A,
 )
 
@@ -272,14 +273,8 @@ def compare(
         rmsd_amplitudes_A=rmsd_amp,
         rmsd_angles_A=rmsd_rot,
         rmsd_shifts_A=rmsd_sh,
-        spread_deg=_optional(pred, POSE_SPREAD),
+        spread_deg=optional_column(pred, POSE_SPREAD),
     )
-
-
-def _optional(table: ParticleTable, label: str) -> np.ndarray | None:
-    if label not in table.particles.columns:
-        return None
-    return table.particles[label].to_numpy(dtype=np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,15 +355,14 @@ def confidence_text(result: dict) -> str:
     parts = [f"{result['label']}: pose spread (TTA) vs angle error, Spearman "
              + ("–" if rho is None else f"{rho:.2f}")]  # fmt: skip
     head = " / ".join(f"{r['fraction']:.0%}" for r in kept)
-    for key, name, unit in (
-        ("angle_mean_deg", "angle", "°"),
-        ("gross_fraction", "> 10°", ""),
-        ("amplitude_mae", "amplitude MAE", ""),
+    for key, name, scale, unit in (
+        ("angle_mean_deg", "angle", 1, "°"),
+        ("gross_fraction", "> 10°", 100, "%"),
+        ("amplitude_mae", "amplitude MAE", 1, ""),
     ):
         if key in kept[0]:
-            scale = 100 if key == "gross_fraction" else 1
             values = " / ".join(f"{scale * r[key]:.2f}" for r in kept)
-            parts.append(f"{name} {values}{'%' if scale == 100 else unit}")
+            parts.append(f"{name} {values}{unit}")
     return f"{parts[0]}; keeping the lowest-spread {head}: " + ", ".join(parts[1:])
 
 

@@ -175,12 +175,14 @@ def shift_grid_A(max_shift_A: float, pixel_size_A: float) -> torch.Tensor:
 
 
 def translate(spectrum: torch.Tensor, shift_A: torch.Tensor, size: int, pixel_size_A: float):
-    """Spectra (B, S, S//2+1) of images translated by ``shift_A`` (2,) Å (x, y)."""
+    """Spectra (B, S, S//2+1) of images translated by ``shift_A`` Å (x, y): one shift (2,)
+    for all, or one per image (B, 2). ``I'(p) = I(p − t)``."""
     kw = {"dtype": torch.float64, "device": spectrum.device}
     ky = torch.fft.fftfreq(size, d=pixel_size_A, **kw)
     kx = torch.fft.rfftfreq(size, d=pixel_size_A, **kw)
     shift_A = shift_A.to(**kw)
-    phase = -2 * torch.pi * (kx[None, :] * shift_A[0] + ky[:, None] * shift_A[1])
+    sx, sy = shift_A[..., 0, None, None], shift_A[..., 1, None, None]
+    phase = -2 * torch.pi * (kx[None, :] * sx + ky[:, None] * sy)
     return spectrum * torch.polar(torch.ones_like(phase), phase).to(spectrum.dtype)
 
 

@@ -48,8 +48,8 @@ from deephemnma.io.star import (
     IMAGE_SIZE,
     OPTICS_GROUP,
     ParticleTable,
-    column,
     format_image_name,
+    optional_column,
     parse_image_name,
 )
 
@@ -232,8 +232,8 @@ class ParticleImages:
         self._index0, self._stack_code, self._stack_names, self._single = _split_image_names(
             self._names, table.path
         )
-        self._expected_size = _optional_column(table, IMAGE_SIZE)
-        self._star_pixel_A = _optional_column(table, IMAGE_PIXEL_SIZE)
+        self._expected_size = optional_column(table, IMAGE_SIZE)
+        self._star_pixel_A = optional_column(table, IMAGE_PIXEL_SIZE)
         self._paths: dict[int, Path] = {}
         self._checked: set[int] = set()
         self._open: OrderedDict[int, tuple[object, np.ndarray]] = OrderedDict()
@@ -442,14 +442,6 @@ class ParticleImages:
                 expected="finite pixel values",
                 found=f"{n_bad} non-finite",
             )
-
-
-def _optional_column(table: ParticleTable, label: str) -> np.ndarray | None:
-    """Per-particle float values of ``label``, or None when the table does not have it."""
-    try:
-        return np.asarray(column(table, label), dtype=np.float64)
-    except InputError:
-        return None
 
 
 def _split_image_names(

@@ -517,6 +517,15 @@ def column(table: ParticleTable, label: str, default: float | None = None) -> np
     )
 
 
+def optional_column(table: ParticleTable, label: str) -> np.ndarray | None:
+    """Per-particle float values of ``label`` (as :func:`column`), or None when the table
+    does not have it."""
+    try:
+        return np.asarray(column(table, label), dtype=np.float64)
+    except InputError:
+        return None
+
+
 def _optics_rows(table: ParticleTable) -> np.ndarray:
     """Row of the optics table for every particle (N,)."""
     groups = table.optics[OPTICS_GROUP].to_numpy()

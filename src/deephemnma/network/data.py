@@ -324,20 +324,18 @@ def rotate_images(images: torch.Tensor, angle_rad: torch.Tensor) -> torch.Tensor
 
 def translate_images(images: torch.Tensor, shift_px: torch.Tensor) -> torch.Tensor:
     """Translate each image by ``shift_px[b] = (t_x, t_y)`` pixels (columns, rows):
-    ``I'(p) = I(p − t)``, through a phase ramp (sinc interpolation: exact for band-limited
-    periodic images; content leaving the box re-enters on the other side).
+    ``I'(p) = I(p − t)``, through a phase ramp (:func:`deephemnma.align.search.translate`;
+    sinc interpolation: exact for band-limited periodic images; content leaving the box
+    re-enters on the other side).
 
-    images: (B, H, W) float; shift_px: (B, 2) on the images' device.
+    images: (B, N, N) float; shift_px: (B, 2) on the images' device.
     """
-    h, w = images.shape[-2:]
+    from deephemnma.align.search import translate
+
+    n = _square(images)
     real = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
-    ky = torch.fft.fftfreq(h, device=images.device, dtype=real)
-    kx = torch.fft.rfftfreq(w, device=images.device, dtype=real)
-    t = shift_px.to(device=images.device, dtype=real)
-    angle = -2 * math.pi * (t[:, 0, None, None] * kx + t[:, 1, None, None] * ky[:, None])
-    phase = torch.polar(torch.ones_like(angle), angle)
-    spectrum = torch.fft.rfft2(images.to(real)) * phase
-    return torch.fft.irfft2(spectrum, s=(h, w)).to(images.dtype)
+    spectrum = translate(torch.fft.rfft2(images.to(real)), shift_px, n, 1.0)
+    return torch.fft.irfft2(spectrum, s=(n, n)).to(images.dtype)
 
 
 def transform_labels(

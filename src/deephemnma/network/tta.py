@@ -29,6 +29,7 @@ import functools
 import numpy as np
 import torch
 
+from deephemnma.geometry import geodesic_distance_deg
 from deephemnma.io.star import POSE_SPREAD as SPREAD_LABEL
 from deephemnma.network.data import DIHEDRAL, dihedral_images
 
@@ -70,8 +71,7 @@ def consensus(per_copy: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         k, b = m.shape[:2]
         center = project_to_so3(_geometric_median(m.reshape(k, b, 9)).reshape(b, 3, 3))
         out["matrices"] = center
-        cos = (((m * center).sum((-1, -2)) - 1) / 2).clamp(-1.0, 1.0)
-        out["spread_deg"] = torch.rad2deg(torch.arccos(cos)).quantile(0.5, dim=0)
+        out["spread_deg"] = geodesic_distance_deg(m, center).quantile(0.5, dim=0)
     return out
 
 
