@@ -277,6 +277,11 @@ def train_default(s: Session, args, labels: str) -> dict:
             args.device,
             *(["--augment", args.augment] if args.augment else []),
             *(["--lr", str(args.lr)] if args.lr else []),
+            *(
+                ["--synthetic", str(args.synthetic), "--reference", "sim_0/reference.pdb"]
+                if args.synthetic
+                else []
+            ),
             "--quiet",
         ],  # fmt: skip
         timeout_s=timeout_s,
@@ -539,6 +544,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--augment", default=None, help="train --augment (default: the recipe's)")
     p.add_argument("--lr", type=float, default=None, help="train --lr (default: the recipe's)")
+    p.add_argument(
+        "--synthetic", type=float, default=0.0, help="train --synthetic (share of each batch)"
+    )
     p.add_argument("--train-timeout-s", type=float, default=170)
     p.add_argument(
         "--labels", default="truth", help="truth | stage1 (Stage 1 on the device) | a labels STAR"

@@ -120,6 +120,16 @@ def main_bench() -> None:
     parser.add_argument("--restart", action="store_true", help="retrain from scratch")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--tta", action="store_true", help="also predict with --tta, evaluated")
+    parser.add_argument(
+        "--labelled",
+        type=int,
+        default=0,
+        help="train on only this many labelled images (the first ones; plus --val and --test, "
+        "which must then be counts); 0: all --n",
+    )
+    parser.add_argument(
+        "--synthetic", type=float, default=0.0, help="train --synthetic (share of each batch)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work
@@ -150,8 +160,11 @@ def main_bench() -> None:
     if args.restart and run.exists():
         shutil.rmtree(run)
     batch = args.batch_size or (64 if args.recipe == "default" else None)
+    labels = pre / "particles.star"
+    if args.labelled:
+        labels = _first_rows(labels, args.labelled + int(args.val) + int(args.test))
     train_args = [
-        "train", "--labels", str(pre / "particles.star"), "--modes", str(sim / "modes.npz"),
+        "train", "--labels", str(labels), "--modes", str(sim / "modes.npz"),
         "-o", str(run), "--recipe", args.recipe, "--epochs", str(args.epochs),
         "--val", args.val, "--test", args.test, "--threads", str(args.threads), "--quiet",
     ]  # fmt: skip
@@ -163,6 +176,9 @@ def main_bench() -> None:
         train_args += ["--lr", str(args.lr)]
     if args.augment is not None:
         train_args += ["--augment", args.augment]
+    if args.synthetic > 0:
+        reference = str(sim / "reference.pdb")
+        train_args += ["--synthetic", str(args.synthetic), "--reference", reference]
     with timed(steps.setdefault("train", {})):
         _run(train_args)
     n_test = sum(1 for line in open(run / "splits" / "test.star") if "@" in line)
@@ -220,6 +236,19 @@ def main_bench() -> None:
     print((run / "evaluation" / "table.txt").read_text())
     if args.tta:
         print("with --tta:\n" + (run / "evaluation_tta" / "table.txt").read_text())
+
+
+def _first_rows(star: Path, n: int) -> Path:
+    """A STAR of the first ``n`` particles of ``star``, beside it (same image paths)."""
+    from deephemnma.io.star import read_particles, select, write_particles
+
+    out = star.with_name(f"first_{n}.star")
+    if not out.exists():
+        table = read_particles(star)
+        if n > len(table.particles):
+            raise SystemExit(f"--labelled + --val + --test = {n} > {len(table.particles)} images")
+        write_particles(out, select(table, np.arange(n)))
+    return out
 
 
 def _write(record: dict, tag: str = "") -> None:

@@ -25,7 +25,8 @@
 #   OUT [stage2-gpu-out]  WORK [/tmp/deephemnma-stage2-gpu]  BUDGET_S [470]
 #   N_SET1 [20000]  N_TEST [10000]  TRAIN_S [320]  BATCH [256]  LABELS [truth]
 #   STAGE1_S [240]  NGPU [1; > 1 trains with torchrun]  SIM_DEVICE [cuda]
-#   AUGMENT [the recipe's]
+#   AUGMENT [the recipe's]  SYNTHETIC [0: train --synthetic, the share of each batch whose
+#   signal is swapped (docs/network.md)]
 # Extra arguments go to bench/gpu_session.py (e.g. --steps reconstruct,throughput).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +38,5 @@ exec "$PYTHON" bench/gpu_session.py \
   --n-set1 "${N_SET1:-20000}" --n-test "${N_TEST:-10000}" \
   --train-timeout-s "${TRAIN_S:-320}" --batch "${BATCH:-256}" \
   --labels "${LABELS:-truth}" --stage1-timeout-s "${STAGE1_S:-240}" --ngpu "${NGPU:-1}" \
-  ${AUGMENT:+--augment "$AUGMENT"} \
+  ${AUGMENT:+--augment "$AUGMENT"} ${SYNTHETIC:+--synthetic "$SYNTHETIC"} \
   --steps none "$@"

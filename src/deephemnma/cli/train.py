@@ -37,6 +37,12 @@ def train_command(
     modes: Path = typer.Option(
         None, "--modes", help="Modes file (.npz); checks that it holds the labelled modes."
     ),
+    reference: Path = typer.Option(
+        None,
+        "--reference",
+        help="Structure the modes describe (PDB/mmCIF, or the pseudoatoms of a map); needed "
+        "by --synthetic.",
+    ),
     recipe: str = typer.Option(
         "default",
         help="'paper': 3 networks, quaternion, L1, Adam 1e-5 ÷10 every 80 epochs, batch 2, "
@@ -77,6 +83,13 @@ def train_command(
         "(multiples of 90° + mirror) | none; '+shift' (e.g. rotation+shift, or shift alone) "
         "also moves each image to another training image's shift (Fourier translation; the "
         "shift label changes with it).",
+    ),
+    synthetic: float = typer.Option(
+        None,
+        help="Share of each training batch (0 ≤ share < 1) whose particle signal is swapped "
+        "for the reference rendered with another particle's amplitudes, orientation and "
+        "shift: the image keeps its own noise, the labels are exact (docs/network.md). Needs "
+        "--reference and --modes, and labels of all three parameter types. 0: off.",
     ),
     normalization: str = typer.Option(
         None, help="Input normalization: per-image (mean 0, std 1) | dataset | none."
@@ -145,6 +158,7 @@ def train_command(
         num_workers=workers,
         preload=preload,
         max_minutes=max_minutes,
+        synthetic=synthetic,
     )
     result = train(
         labels,
@@ -158,6 +172,7 @@ def train_command(
         progress=not quiet,
         restart=restart,
         log=_out.print,
+        reference=reference,
     )
     best = result["best"]
     if best["epoch"] is not None and os.environ.get("RANK", "0") == "0":

@@ -73,6 +73,7 @@ from deephemnma.network.model import (
     compute_losses,
     decode,
 )
+from deephemnma.network.synthetic import SignalSwap, make_signal_swap, swap_signals
 
 __all__ = ["RECIPES", "TrainConfig", "recipe_config", "train"]
 
@@ -114,6 +115,7 @@ class TrainConfig:
     num_workers: int = -1
     preload: str = "auto"
     max_minutes: float = 0.0
+    synthetic: float = 0.0
 
     def validate(self) -> None:
         checks = [
@@ -141,6 +143,7 @@ class TrainConfig:
             (self.patience >= 0, "patience", "≥ 0"),
             (self.preload in PRELOAD_CHOICES, "preload", " | ".join(PRELOAD_CHOICES)),
             (self.max_minutes >= 0, "max_minutes", "≥ 0 (0: no time budget)"),
+            (0 <= self.synthetic < 1, "synthetic", "a share of each batch in [0, 1)"),
             (
                 set(self.loss_weights) <= set(HEADS)
                 and all(float(w) >= 0 for w in self.loss_weights.values()),
@@ -343,9 +346,11 @@ def _to_device(
     augment: str,
     normalization: InputNormalization,
     pixel_size_A: float | None = None,
+    synthetic: SignalSwap | None = None,
 ) -> dict:
-    """Move a batch to ``device``; normalize its images and apply the label-exact
-    augmentation there (when the batch carries a seed); make the images channels-last."""
+    """Move a batch to ``device``; swap the signal of part of it (``synthetic``), normalize
+    its images and apply the label-exact augmentation there (when the batch carries a seed);
+    make the images channels-last."""
     # Positions stay on the host (only their count is used); moving them unpinned would
     # stall the GPU every step.
     out = {
@@ -353,9 +358,16 @@ def _to_device(
         for k, v in batch.items()
         if k != "seed"
     }
+    generator = torch.Generator().manual_seed(int(batch["seed"])) if "seed" in batch else None
+    if synthetic is not None and generator is not None:
+        images, *labels = swap_signals(
+            synthetic, out["images"][:, 0], batch["positions"], out["amplitudes"],
+            out["matrices"], out["shifts_A"], generator,
+        )  # fmt: skip
+        out["images"] = images[:, None]
+        out.update(zip(("amplitudes", "matrices", "shifts_A"), labels, strict=True))
     out["images"] = normalization.apply(out["images"])
-    if augment != "none" and "seed" in batch:
-        generator = torch.Generator().manual_seed(int(batch["seed"]))
+    if augment != "none" and generator is not None:
         images, matrices, shifts = augment_batch(
             out["images"][:, 0],
             out.get("matrices"),
@@ -425,11 +437,12 @@ def _run_epoch(
     *,
     normalization: InputNormalization,
     pixel_size_A: float | None = None,
+    synthetic: SignalSwap | None = None,
 ) -> dict:
     """Train (with ``optimizer``) or validate; returns mean losses and, for validation,
     physical errors (amplitude MAE over modes, angle error in degrees, shift MAE in Å).
     ``normalization``: applied to the loader's raw images on ``device``; ``pixel_size_A``:
-    theirs (shift augmentation)."""
+    theirs (shift augmentation); ``synthetic``: the signal swap of training batches."""
     training = optimizer is not None
     model.train(training)
     use_bf16 = _use_bf16(config, device)
@@ -443,8 +456,9 @@ def _run_epoch(
                 continue
             augment = config.augment if training else "none"
             batch = _to_device(
-                batch, device, config.channels_last, augment, normalization, pixel_size_A
-            )
+                batch, device, config.channels_last, augment, normalization, pixel_size_A,
+                synthetic if training else None,
+            )  # fmt: skip
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 raw = model(batch["images"])
             losses = compute_losses(raw, batch, spec, scaling, loss_config)
@@ -779,6 +793,25 @@ def _run_record(labels, particles, modes, labels_suffix, inputs, splits, config,
     }
 
 
+def _signal_swap(reference, modes, inputs: _Inputs, splits, images, config, dev):
+    """The training set's signal swap on ``dev``, or None when ``config.synthetic`` is 0."""
+    if config.synthetic <= 0:
+        return None
+    if reference is None or modes is None:
+        raise InputError(
+            "synthetic training images are rendered from the reference and its modes",
+            field="--reference" if reference is None else "--modes",
+            expected="the structure and the modes file the labels were made with",
+        )
+    train_rows = inputs.particle_rows[splits["train"]]
+    swap = make_signal_swap(
+        str(reference), str(modes), _mode_numbers(inputs), inputs.particle_table, images,
+        train_rows, inputs.labels.take(splits["train"]), config.synthetic,
+        inputs.image_size, inputs.pixel_size_A,
+    )  # fmt: skip
+    return swap.to(dev)
+
+
 def _mode_numbers(inputs: _Inputs) -> list[int]:
     numbers = inputs.labels.mode_numbers
     return [] if numbers is None else [int(m) for m in numbers]
@@ -801,6 +834,7 @@ def train(
     restart: bool = False,
     stop_after_epochs: int | None = None,
     log=print,
+    reference: str | Path | None = None,
 ) -> dict:
     """Train a network on ``particles`` (images; default: the labels file's own images) with
     the labels of ``labels`` (matched by ``rlnImageName``), into ``out_dir``.
@@ -809,7 +843,8 @@ def train(
     call after that many epochs, as a kill would (for tests). Returns a summary: ``history``
     (one dict per epoch), ``best`` (epoch, validation loss), ``epochs_done``,
     ``epochs_this_run``, ``stopped_early``, ``checkpoint`` (best.pt), ``splits`` (STAR paths),
-    ``train_seconds``.
+    ``train_seconds``. ``reference``: the structure the modes describe, needed by
+    ``config.synthetic`` (:mod:`deephemnma.network.synthetic`).
     """
     from deephemnma.io.mrc import ParticleImages
     from deephemnma.io.star import phase_flipped
@@ -848,7 +883,7 @@ def train(
         shuffle=True,
         drop_last=True,
         seed=config.seed,
-        augment=config.augment != "none",
+        augment=config.augment != "none" or config.synthetic > 0,
         rank=d.rank,
         world_size=d.world,
     )
@@ -873,6 +908,7 @@ def train(
         dev,
         preload,
     )
+    synthetic = _signal_swap(reference, modes, inputs, splits, images, config, dev)
     optimizer = _optimizer(model, config)
     loss_config = LossConfig(
         config.regression_loss, config.rotation_loss, dict(config.loss_weights)
@@ -881,7 +917,7 @@ def train(
         batches = (train_loader, val_loader)
         config = _fit_epochs(
             config, model, net, batches, optimizer, spec, scaling, loss_config, dev, d,
-            normalization, t_start, out, log, inputs.pixel_size_A,
+            normalization, t_start, out, log, inputs.pixel_size_A, synthetic,
         )  # fmt: skip
     scheduler = _scheduler(optimizer, config, len(train_sampler))
     if previous is not None:
@@ -929,7 +965,7 @@ def train(
             train_stats = _run_epoch(
                 net, train_loader, spec, scaling, loss_config, dev, config, d,
                 optimizer, scheduler, bar, normalization=normalization,
-                pixel_size_A=inputs.pixel_size_A,
+                pixel_size_A=inputs.pixel_size_A, synthetic=synthetic,
             )  # fmt: skip
             t1 = time.perf_counter()
             # Validation on the unwrapped model: no collective inside, so ranks may differ.
@@ -1011,6 +1047,7 @@ def _fit_epochs(
     out: Path,
     log,
     pixel_size_A: float | None = None,
+    synthetic: SignalSwap | None = None,
 ) -> TrainConfig:
     """``config`` with as many epochs (at most ``config.epochs``) as fit ``max_minutes``
     counted from ``started``. A few training steps, one validation pass and one checkpoint
@@ -1035,11 +1072,13 @@ def _fit_epochs(
     no_schedule = SimpleNamespace(step=lambda: None)
     # The first steps pay for kernel selection and loader start-up: not timed.
     _run_epoch(net, itertools.islice(train_loader, warm), *args, optimizer, no_schedule,
-               normalization=normalization, pixel_size_A=pixel_size_A)  # fmt: skip
+               normalization=normalization, pixel_size_A=pixel_size_A,
+               synthetic=synthetic)  # fmt: skip
     sync()
     t = time.perf_counter()
     _run_epoch(net, itertools.islice(train_loader, timed), *args, optimizer, no_schedule,
-               normalization=normalization, pixel_size_A=pixel_size_A)  # fmt: skip
+               normalization=normalization, pixel_size_A=pixel_size_A,
+               synthetic=synthetic)  # fmt: skip
     sync()
     step_s = (time.perf_counter() - t) / timed
     t = time.perf_counter()

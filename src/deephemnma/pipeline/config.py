@@ -79,6 +79,11 @@ class TrainSection:
     max_minutes: float = _key(
         0.0, "Time budget in minutes: as many epochs (at most `epochs`) as fit (0: none)."
     )
+    synthetic: float = _key(
+        0.0,
+        "Share of each batch whose particle signal is swapped for the reference rendered "
+        "with other labels (the image's own noise kept; exact labels). 0: off.",
+    )
 
 
 @dataclass(frozen=True)

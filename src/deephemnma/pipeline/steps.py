@@ -258,12 +258,14 @@ def run_train(ctx: Context) -> dict:
         test=cfg.test,
         precision=cfg.precision,
         max_minutes=cfg.max_minutes or None,
+        synthetic=cfg.synthetic or None,
     )
     result = train(
         ctx.folder("filter") / "particles.star",
         ctx.folder("train"),
         config,
         modes=ctx.modes(),
+        reference=ctx.reference() if cfg.synthetic else None,
         device=ctx.config.project.device,
         threads=ctx.config.project.threads or None,
         progress=ctx.config.project.progress,
