@@ -5,9 +5,10 @@
 #   bash bench/gpu_lease.sh [OUT]
 #
 # 1. bench/stage2_gpu.sh on the paper's protocol: 20,000 + 10,000 GPU-rendered images, the
-#    default recipe trained for TRAIN_S seconds on 16,000 of them, the small and the large
-#    test sets predicted (the large one also with --tta), Tables 1 and 3, then the group FSC
-#    with predicted poses if time is left;
+#    default recipe trained for TRAIN_S seconds on 16,000 of them with SYNTHETIC (0.5: half
+#    of each batch gets a swapped signal, docs/network.md; SYNTHETIC=0 for the plain recipe),
+#    the small and the large test sets predicted (the large one also with --tta), Tables 1
+#    and 3, then the group FSC with predicted poses if time is left;
 # 2. with the time still left, the training-step profile (where a step's time goes), then
 #    the Stage 1 / refinement profile.
 # The earlier leases' one-off figures (prediction throughput, align/refine on 1,000 images,
@@ -28,7 +29,7 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 OUT="$OUT" BUDGET_S="${BUDGET_S:-$((545 - SECONDS))}" TRAIN_S="${TRAIN_S:-400}" \
-  bash bench/stage2_gpu.sh --steps reconstruct
+  SYNTHETIC="${SYNTHETIC-0.5}" bash bench/stage2_gpu.sh --steps reconstruct
 left=$((585 - SECONDS))
 if [ "$left" -gt 40 ]; then
   timeout $((left > 75 ? 75 : left)) python3 bench/gpu_train_profile.py --batches 256 \

@@ -82,7 +82,9 @@ __all__ = ["RECIPES", "TrainConfig", "recipe_config", "train"]
 class TrainConfig:
     """A training recipe. Learning rates per step of the global batch; epochs over the
     training split; ``patience``: epochs without a lower validation loss before stopping
-    (0: never stop early)."""
+    (0: never stop early); ``synthetic``: the share of each training batch whose particle
+    signal is swapped for other labels' (:mod:`deephemnma.network.synthetic`; needs the
+    reference)."""
 
     recipe: str = "default"
     epochs: int = 60
@@ -937,6 +939,9 @@ def train(
         "splits": {k: int(len(v)) for k, v in splits.items()},
     }
     record = _run_record(labels, particles, modes, labels_suffix, inputs, splits, config, dev, d)
+    if synthetic is not None:
+        record["inputs"]["reference"] = str(reference)
+        record["synthetic_signal_scale"] = synthetic.scale
     if d.main:
         log(
             f"training {', '.join(inputs.heads)} on {n_train} images ({inputs.image_size}², "
