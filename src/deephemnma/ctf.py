@@ -106,14 +106,21 @@ def ctf_rfft_shared(
 ) -> torch.Tensor:
     """:func:`ctf_rfft` for a batch (B,) of parameters, computing each distinct parameter set
     once — particles of one micrograph (or a whole simulated dataset) share their CTF."""
+    distinct, inverse = distinct_parameters(params)
+    table = ctf_rfft(distinct, image_size, pixel_size_A, device=device, dtype=dtype)
+    return table[torch.as_tensor(inverse, device=table.device)]
+
+
+def distinct_parameters(params: CTFParams) -> tuple[CTFParams, np.ndarray]:
+    """The distinct parameter sets (D,) of a batch (B,) and, per image, which one it has
+    (``inverse`` (B,) int64): ``distinct.index(inverse)`` gives back ``params``."""
     values = [
         np.broadcast_to(np.asarray(getattr(params, f.name), dtype=np.float64), (_batch(params),))
         for f in fields(params)
     ]
     unique, inverse = np.unique(np.stack(values, 1), axis=0, return_inverse=True)
     distinct = CTFParams(*(unique[:, k] for k in range(unique.shape[1])))
-    table = ctf_rfft(distinct, image_size, pixel_size_A, device=device, dtype=dtype)
-    return table[torch.as_tensor(inverse.reshape(-1), device=table.device)]
+    return distinct, inverse.reshape(-1).astype(np.int64)
 
 
 def _batch(params: CTFParams) -> int:

@@ -31,13 +31,13 @@ never trains on swapped images alone. Validation and test images are never swapp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from deephemnma.align.similarity import Level, ctf_filter, render_filtered
-from deephemnma.ctf import CTFParams
+from deephemnma.align.similarity import Level, ctf_filter, ncc, render_filtered
+from deephemnma.ctf import CTFParams, distinct_parameters
 from deephemnma.errors import InputError
 from deephemnma.network.data import to_device_async
 from deephemnma.project import AtomModel
@@ -93,20 +93,13 @@ class SignalSwap:
         :data:`MAX_STORED_FILTERS`)."""
         if self.ctf is None:
             return self
-        values = np.stack(
-            [np.broadcast_to(np.asarray(getattr(self.ctf, f.name), dtype=np.float64),
-                             (len(np.atleast_1d(self.ctf.defocus_u_A)),))
-             for f in fields(self.ctf)],
-            1,
-        )  # fmt: skip
-        unique, inverse = np.unique(values, axis=0, return_inverse=True)
-        if len(unique) > MAX_STORED_FILTERS:
+        distinct, inverse = distinct_parameters(self.ctf)
+        if np.size(distinct.defocus_u_A) > MAX_STORED_FILTERS:
             return self
-        distinct = CTFParams(*(unique[:, k] for k in range(unique.shape[1])))
         return replace(
             self,
             filters=ctf_filter(distinct, self.level, self.phase_flipped),
-            filter_index=torch.from_numpy(inverse.reshape(-1).astype(np.int64)),
+            filter_index=torch.from_numpy(inverse),
         )
 
     def data_filter(self, positions: np.ndarray) -> torch.Tensor | None:
@@ -171,8 +164,13 @@ def swap_signals(
     new_mat = matrices[donors_d[1]]
     new_shift = shifts_A[donors_d[2]]
     where = np.asarray(positions)[rows.numpy()]
-    old = swap.render(where, amplitudes[rows_d], matrices[rows_d], shifts_A[rows_d])
-    new = swap.render(where, new_amp, new_mat, new_shift)
+    # The old and the new signals in one rendering call (one filter gather, one batch).
+    old, new = swap.render(
+        np.concatenate([where, where]),
+        torch.cat([amplitudes[rows_d], new_amp]),
+        torch.cat([matrices[rows_d], new_mat]),
+        torch.cat([shifts_A[rows_d], new_shift]),
+    ).split(k)
     chosen = images[rows_d].float()
     scale = fit_signal_scale(chosen, old).clamp(swap.scale / SCALE_CLAMP, swap.scale * SCALE_CLAMP)
     swapped = chosen + scale[:, None, None] * (new - old).to(chosen.dtype)
@@ -263,8 +261,6 @@ better with its own labelled projection than with another image's (50 % by chanc
 def labels_beat_shuffled(images: torch.Tensor, signal: torch.Tensor) -> float:
     """Share of images whose NCC with their own projection exceeds that with the next
     image's (a cyclic shift of the sample): ~1 for right labels, ~½ for unrelated ones."""
-    from deephemnma.align.similarity import ncc
-
     own = ncc(images, signal)
     other = ncc(images, torch.roll(signal, 1, dims=0))
     return float((own > other).double().mean())
