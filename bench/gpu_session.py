@@ -277,11 +277,9 @@ def train_default(s: Session, args, labels: str) -> dict:
             args.device,
             *(["--augment", args.augment] if args.augment else []),
             *(["--lr", str(args.lr)] if args.lr else []),
-            *(["--synthetic", str(args.synthetic)] if args.synthetic else []),
-            *(["--signal-gain", str(args.signal_gain)] if args.signal_gain > 1 else []),
             *(
-                ["--reference", "sim_0/reference.pdb"]
-                if args.synthetic or args.signal_gain > 1
+                ["--synthetic", str(args.synthetic), "--reference", "sim_0/reference.pdb"]
+                if args.synthetic
                 else []
             ),
             "--quiet",
@@ -549,7 +547,6 @@ def main() -> None:
     p.add_argument(
         "--synthetic", type=float, default=0.0, help="train --synthetic (share of each batch)"
     )
-    p.add_argument("--signal-gain", type=float, default=1.0, help="train --signal-gain (1: off)")
     p.add_argument("--train-timeout-s", type=float, default=170)
     p.add_argument(
         "--labels", default="truth", help="truth | stage1 (Stage 1 on the device) | a labels STAR"

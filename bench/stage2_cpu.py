@@ -130,9 +130,6 @@ def main_bench() -> None:
     parser.add_argument(
         "--synthetic", type=float, default=0.0, help="train --synthetic (share of each batch)"
     )
-    parser.add_argument(
-        "--signal-gain", type=float, default=1.0, help="train --signal-gain (1: off)"
-    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work
@@ -180,11 +177,8 @@ def main_bench() -> None:
     if args.augment is not None:
         train_args += ["--augment", args.augment]
     if args.synthetic > 0:
-        train_args += ["--synthetic", str(args.synthetic)]
-    if args.signal_gain > 1:
-        train_args += ["--signal-gain", str(args.signal_gain)]
-    if args.synthetic > 0 or args.signal_gain > 1:
-        train_args += ["--reference", str(sim / "reference.pdb")]
+        reference = str(sim / "reference.pdb")
+        train_args += ["--synthetic", str(args.synthetic), "--reference", reference]
     with timed(steps.setdefault("train", {})):
         _run(train_args)
     n_test = sum(1 for line in open(run / "splits" / "test.star") if "@" in line)

@@ -26,8 +26,7 @@
 #   N_SET1 [20000]  N_TEST [10000]  TRAIN_S [320]  BATCH [256]  LABELS [truth]
 #   STAGE1_S [240]  NGPU [1; > 1 trains with torchrun]  SIM_DEVICE [cuda]
 #   AUGMENT [the recipe's]  SYNTHETIC [0: train --synthetic, the share of each batch whose
-#   signal is swapped (docs/network.md)]  SIGNAL_GAIN [1: train --signal-gain, the
-#   curriculum's starting signal gain]
+#   signal is swapped (docs/network.md)]
 # Extra arguments go to bench/gpu_session.py (e.g. --steps reconstruct,throughput).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,5 +39,4 @@ exec "$PYTHON" bench/gpu_session.py \
   --train-timeout-s "${TRAIN_S:-320}" --batch "${BATCH:-256}" \
   --labels "${LABELS:-truth}" --stage1-timeout-s "${STAGE1_S:-240}" --ngpu "${NGPU:-1}" \
   ${AUGMENT:+--augment "$AUGMENT"} ${SYNTHETIC:+--synthetic "$SYNTHETIC"} \
-  ${SIGNAL_GAIN:+--signal-gain "$SIGNAL_GAIN"} \
   --steps none "$@"

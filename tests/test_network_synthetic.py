@@ -16,12 +16,7 @@ from deephemnma.io.mrc import ParticleImages
 from deephemnma.io.pdb import package_data_path, read_structure
 from deephemnma.io.star import read_particles, with_poses, write_particles
 from deephemnma.network.data import read_labels
-from deephemnma.network.synthetic import (
-    SignalSwap,
-    gain_at,
-    make_signal_swap,
-    swap_signals,
-)
+from deephemnma.network.synthetic import SignalSwap, make_signal_swap, swap_signals
 from deephemnma.project import atom_model
 
 SIZE, PIXEL = 32, 2.6
@@ -113,46 +108,6 @@ def test_the_scale_is_clamped_around_the_training_median(swap):
     assert torch.allclose(ratio, torch.full_like(ratio, 6.0), rtol=1e-3)  # 2 × scale 3
 
 
-def test_gain_amplifies_the_modelled_signal_under_the_same_noise(swap):
-    n = 10
-    positions = np.arange(n)
-    amplitudes, matrices, shifts = _labels(n, 6)
-    signal = _truth(swap, positions, amplitudes, matrices, shifts)
-    noise = 0.05 * torch.randn(n, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
-    images = 3.0 * signal + noise - 2.0
-    args = (torch.from_numpy(positions), amplitudes, matrices, shifts)
-    # Gain alone: every image becomes gain × its signal + the same noise, labels unchanged.
-    gained = replace(swap, fraction=0.0, gain=2.5)
-    new_images, new_amp, new_mat, new_shift = swap_signals(
-        gained, images, *args, torch.Generator().manual_seed(8)
-    )
-    for new, old in ((new_amp, amplitudes), (new_mat, matrices), (new_shift, shifts)):
-        assert torch.equal(new, old)
-    expected = 2.5 * 3.0 * signal + noise - 2.0
-    assert float((new_images - expected).abs().max()) < 0.02 * float(expected.std())
-    # With a swap too: the swapped rows carry gain × the new labels' signal, the others
-    # gain × their own; the draws (rows, donors) are the same as without the gain.
-    both = replace(swap, fraction=0.5, gain=2.5)
-    out = swap_signals(both, images, *args, torch.Generator().manual_seed(8))
-    plain = swap_signals(swap, images, *args, torch.Generator().manual_seed(8))
-    for k in (1, 2, 3):
-        assert torch.equal(out[k], plain[k])
-    expected = 2.5 * 3.0 * _truth(swap, positions, *out[1:]) + noise - 2.0
-    assert float((out[0] - expected).abs().max()) < 0.02 * float(expected.std())
-    # Gain 1 and no swap: the batch itself.
-    off = replace(swap, fraction=0.0, gain=1.0)
-    assert swap_signals(off, images, *args, torch.Generator())[0] is images
-
-
-def test_gain_schedule_eases_back_to_the_data():
-    assert gain_at(3.0, 0.5, 0, 10) == 3.0
-    assert gain_at(3.0, 0.5, 1, 10) == pytest.approx(2.6)
-    assert gain_at(3.0, 0.5, 4, 10) == pytest.approx(1.4)
-    assert [gain_at(3.0, 0.5, e, 10) for e in range(5, 10)] == [1.0] * 5
-    assert gain_at(1.0, 0.5, 0, 10) == 1.0
-    assert gain_at(3.0, 1.0, 9, 10) == pytest.approx(1.2)
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     folder = tmp_path_factory.mktemp("syn") / "sim"
@@ -195,15 +150,3 @@ def test_train_with_synthetic_images(sim, tmp_path):
     args[2] = str(tmp_path / "noshift.star")
     more = ["--reference", str(sim / "reference.pdb"), "--restart"]
     assert main([*args, *common, *more, "--particles", labels]) == 2
-
-
-def test_train_with_a_signal_gain_curriculum(sim, tmp_path):
-    run = tmp_path / "run"
-    args = ["train", "--labels", str(sim / "particles.star"), "--modes", str(sim / "modes.npz")]
-    args += ["-o", str(run), "--epochs", "2", "--batch-size", "16", "--val", "8", "--test", "8"]
-    args += ["--quiet", "--precision", "fp32", "--threads", "1", "--signal-gain", "3"]
-    assert main(args) == 2  # no --reference
-    assert main([*args, "--reference", str(sim / "reference.pdb")]) == 0
-    assert '"signal_gain": 3.0' in (run / "config.json").read_text()
-    reference = ["--reference", str(sim / "reference.pdb")]
-    assert main([*args, *reference, "--signal-gain", "0.5", "--restart"]) == 2  # below 1

@@ -41,7 +41,7 @@ def train_command(
         None,
         "--reference",
         help="Structure the modes describe (PDB/mmCIF, or the pseudoatoms of a map); needed "
-        "by --synthetic and --signal-gain.",
+        "by --synthetic.",
     ),
     recipe: str = typer.Option(
         "default",
@@ -90,17 +90,6 @@ def train_command(
         "for the reference rendered with another particle's amplitudes, orientation and "
         "shift: the image keeps its own noise, the labels are exact (docs/network.md). Needs "
         "--reference and --modes, and labels of all three parameter types. 0: off.",
-    ),
-    signal_gain: float = typer.Option(
-        None,
-        help="Curriculum: amplify the modelled particle signal of training images this many "
-        "times at the first epoch (SNR × gain²; the image keeps its own noise, the labels "
-        "are unchanged), easing linearly back to the data's own signal by "
-        "--signal-gain-until. Needs --reference, --modes and labels of all three parameter "
-        "types. 1: off.",
-    ),
-    signal_gain_until: float = typer.Option(
-        None, help="Fraction of the epochs after which the signal gain is back to 1 (0.5)."
     ),
     normalization: str = typer.Option(
         None, help="Input normalization: per-image (mean 0, std 1) | dataset | none."
@@ -170,8 +159,6 @@ def train_command(
         preload=preload,
         max_minutes=max_minutes,
         synthetic=synthetic,
-        signal_gain=signal_gain,
-        signal_gain_until=signal_gain_until,
     )
     result = train(
         labels,

@@ -22,17 +22,11 @@ What it assumes, and where it is not exact:
   reference, B-factors, a pseudoatomic model's coarseness) is left in ``ε`` at the old pose;
 - ``c`` is fitted per image by least squares against ``F(θ)`` (mean removed) and clamped to
   [½, 2] × the training set's median, so a poorly fitting image cannot inject a strong
-  signal. On simulated data the model is close to the simulator's, so the improvement
-  measured there is an upper bound of what real data give.
+  signal. On simulated data the model is close to the simulator's, so the gain measured
+  there is an upper bound of what real data give.
 
 A share ``fraction`` of each training batch is swapped; the rest stays real, so the network
 never trains on swapped images alone. Validation and test images are never swapped.
-
-The same decomposition gives a curriculum (``gain``): ``I' = I + (g − 1) · c · F(θ)`` is the
-image with its modelled signal amplified g-fold under its own noise (SNR × g²), labels
-unchanged. Training starts at a gain g₀ and eases back to 1, the data as they are
-(:func:`gain_at`), so the network first meets the poses on clearer images. Swapped images
-are amplified alike: ``I' = I + c · (g · F(θ') − F(θ))``.
 """
 
 from __future__ import annotations
@@ -48,7 +42,7 @@ from deephemnma.errors import InputError
 from deephemnma.network.data import to_device_async
 from deephemnma.project import AtomModel
 
-__all__ = ["SignalSwap", "fit_signal_scale", "gain_at", "make_signal_swap", "swap_signals"]
+__all__ = ["SignalSwap", "fit_signal_scale", "make_signal_swap", "swap_signals"]
 
 SCALE_CLAMP = 2.0
 """Per-image signal scales are clamped to [median / 2, median × 2]."""
@@ -63,8 +57,7 @@ computed once and kept on the device (128²: 33 kB each); beyond, each batch com
 class SignalSwap:
     """What a swap needs: the model (reference + modes, on the training device), the CTF of
     the training images by position (None: the images carry no CTF), their geometry, the
-    share of each batch to swap, the training set's median signal scale and the gain applied
-    to every training image's signal (1: none; a per-epoch curriculum, :func:`gain_at`).
+    share of each batch to swap and the training set's median signal scale.
 
     ``filters`` (D, N, N//2 + 1) and ``filter_index`` (n,): the data filter of each distinct
     CTF and which one each training image has, precomputed (:meth:`with_stored_filters`) so
@@ -77,7 +70,6 @@ class SignalSwap:
     phase_flipped: bool
     fraction: float
     scale: float
-    gain: float = 1.0
     filters: torch.Tensor | None = None
     filter_index: torch.Tensor | None = None
 
@@ -153,8 +145,7 @@ def swap_signals(
     shifts_A: torch.Tensor,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Swap the signal of a random ``swap.fraction`` of the batch (module docstring), and
-    amplify every image's signal ``swap.gain``-fold (:func:`gain_at`).
+    """Swap the signal of a random ``swap.fraction`` of the batch (module docstring).
 
     images: (B, N, N) raw pixels (before input normalization); labels as the batch carries
     them; positions: (B,) host positions into the training subset; ``generator``: a CPU
@@ -163,8 +154,7 @@ def swap_signals(
     """
     b = images.shape[0]
     k = int(round(swap.fraction * b))
-    amplify = swap.gain != 1.0
-    if k == 0 and not amplify:
+    if k == 0:
         return images, amplitudes, matrices, shifts_A
     rows = torch.randperm(b, generator=generator)[:k]
     donors = torch.randint(0, b, (3, k), generator=generator)
@@ -173,44 +163,27 @@ def swap_signals(
     new_amp = amplitudes[donors_d[0]]
     new_mat = matrices[donors_d[1]]
     new_shift = shifts_A[donors_d[2]]
-    # The images whose signal changes: the swapped ones, or all when amplified.
-    changed = torch.arange(b) if amplify else rows
-    changed_d = to_device_async(changed, device)
-    where = np.asarray(positions)[changed.numpy()]
+    where = np.asarray(positions)[rows.numpy()]
     # The old and the new signals in one rendering call (one filter gather, one batch).
-    rendered = swap.render(
-        np.concatenate([where, np.asarray(positions)[rows.numpy()]]),
-        torch.cat([amplitudes[changed_d], new_amp]),
-        torch.cat([matrices[changed_d], new_mat]),
-        torch.cat([shifts_A[changed_d], new_shift]),
-    )
-    old, new = rendered[: len(changed)], rendered[len(changed) :]
-    if amplify:
-        new = old.index_copy(0, rows_d, new)
-    chosen = images[changed_d].float()
+    old, new = swap.render(
+        np.concatenate([where, where]),
+        torch.cat([amplitudes[rows_d], new_amp]),
+        torch.cat([matrices[rows_d], new_mat]),
+        torch.cat([shifts_A[rows_d], new_shift]),
+    ).split(k)
+    chosen = images[rows_d].float()
     scale = fit_signal_scale(chosen, old).clamp(swap.scale / SCALE_CLAMP, swap.scale * SCALE_CLAMP)
-    changed_images = chosen + scale[:, None, None] * (swap.gain * new - old).to(chosen.dtype)
+    swapped = chosen + scale[:, None, None] * (new - old).to(chosen.dtype)
 
-    def put(values, at, new_values):
-        return values.index_copy(0, at, new_values.to(values.dtype))
+    def put(values, new_values):
+        return values.index_copy(0, rows_d, new_values.to(values.dtype))
 
     return (
-        put(images, changed_d, changed_images),
-        put(amplitudes, rows_d, new_amp),
-        put(matrices, rows_d, new_mat),
-        put(shifts_A, rows_d, new_shift),
+        put(images, swapped),
+        put(amplitudes, new_amp),
+        put(matrices, new_mat),
+        put(shifts_A, new_shift),
     )
-
-
-def gain_at(start_gain: float, until: float, epoch: int, epochs: int) -> float:
-    """The signal gain of ``epoch`` (0-based) of ``epochs``: ``start_gain`` at the first,
-    falling linearly to 1 (the data's own signal) at the fraction ``until`` of the run and 1
-    from there on. A curriculum: the network first meets the poses on clearer images (SNR ×
-    gain²), then the real ones, with exact labels throughout."""
-    if start_gain <= 1.0 or epochs <= 0:
-        return 1.0
-    left = max(0.0, 1.0 - epoch / max(until * epochs, 1e-9))
-    return 1.0 + (start_gain - 1.0) * left
 
 
 def make_signal_swap(
@@ -225,7 +198,6 @@ def make_signal_swap(
     image_size: int,
     pixel_size_A: float,
     sample: int = 256,
-    gain: float = 1.0,
 ) -> SignalSwap:
     """The swap for a training set (on the CPU; move it with :meth:`SignalSwap.to`).
 
@@ -258,7 +230,6 @@ def make_signal_swap(
         phase_flipped=phase_flipped(particle_table),
         fraction=fraction,
         scale=1.0,
-        gain=gain,
     )
     pick = np.linspace(0, len(train_rows) - 1, min(sample, len(train_rows))).astype(np.int64)
     data = torch.from_numpy(np.asarray(images.images(train_rows[pick]), dtype=np.float32))

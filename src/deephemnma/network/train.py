@@ -73,7 +73,7 @@ from deephemnma.network.model import (
     compute_losses,
     decode,
 )
-from deephemnma.network.synthetic import SignalSwap, gain_at, make_signal_swap, swap_signals
+from deephemnma.network.synthetic import SignalSwap, make_signal_swap, swap_signals
 
 __all__ = ["RECIPES", "TrainConfig", "recipe_config", "train"]
 
@@ -84,9 +84,7 @@ class TrainConfig:
     training split; ``patience``: epochs without a lower validation loss before stopping
     (0: never stop early); ``synthetic``: the share of each training batch whose particle
     signal is swapped for other labels' (:mod:`deephemnma.network.synthetic`; needs the
-    reference); ``signal_gain``: the training images' modelled signal amplified this much at
-    the first epoch, easing back to the data's own by the fraction ``signal_gain_until`` of
-    the epochs (a curriculum; 1: off; needs the reference too)."""
+    reference)."""
 
     recipe: str = "default"
     epochs: int = 60
@@ -120,8 +118,6 @@ class TrainConfig:
     preload: str = "auto"
     max_minutes: float = 0.0
     synthetic: float = 0.0
-    signal_gain: float = 1.0
-    signal_gain_until: float = 0.5
 
     def validate(self) -> None:
         checks = [
@@ -150,8 +146,6 @@ class TrainConfig:
             (self.preload in PRELOAD_CHOICES, "preload", " | ".join(PRELOAD_CHOICES)),
             (self.max_minutes >= 0, "max_minutes", "≥ 0 (0: no time budget)"),
             (0 <= self.synthetic < 1, "synthetic", "a share of each batch in [0, 1)"),
-            (self.signal_gain >= 1, "signal_gain", "≥ 1 (1: the data's own signal)"),
-            (0 < self.signal_gain_until <= 1, "signal_gain_until", "a fraction in (0, 1]"),
             (
                 set(self.loss_weights) <= set(HEADS)
                 and all(float(w) >= 0 for w in self.loss_weights.values()),
@@ -801,14 +795,9 @@ def _run_record(labels, particles, modes, labels_suffix, inputs, splits, config,
     }
 
 
-def _renders(config: TrainConfig) -> bool:
-    """Whether training images are changed through the reference's projections."""
-    return config.synthetic > 0 or config.signal_gain > 1
-
-
 def _signal_swap(reference, modes, inputs: _Inputs, splits, images, config, dev):
-    """The training set's signal swap (and gain) on ``dev``, or None when neither is asked."""
-    if not _renders(config):
+    """The training set's signal swap on ``dev``, or None when ``config.synthetic`` is 0."""
+    if config.synthetic <= 0:
         return None
     if reference is None or modes is None:
         raise InputError(
@@ -820,17 +809,9 @@ def _signal_swap(reference, modes, inputs: _Inputs, splits, images, config, dev)
     swap = make_signal_swap(
         str(reference), str(modes), _mode_numbers(inputs), inputs.particle_table, images,
         train_rows, inputs.labels.take(splits["train"]), config.synthetic,
-        inputs.image_size, inputs.pixel_size_A, gain=config.signal_gain,
+        inputs.image_size, inputs.pixel_size_A,
     )  # fmt: skip
     return swap.to(dev)
-
-
-def _at_epoch(synthetic: SignalSwap | None, config: TrainConfig, epoch: int):
-    """The swap with the curriculum's signal gain of ``epoch``."""
-    if synthetic is None:
-        return None
-    gain = gain_at(config.signal_gain, config.signal_gain_until, epoch, config.epochs)
-    return replace(synthetic, gain=gain)
 
 
 def _mode_numbers(inputs: _Inputs) -> list[int]:
@@ -904,7 +885,7 @@ def train(
         shuffle=True,
         drop_last=True,
         seed=config.seed,
-        augment=config.augment != "none" or _renders(config),
+        augment=config.augment != "none" or config.synthetic > 0,
         rank=d.rank,
         world_size=d.world,
     )
@@ -989,7 +970,7 @@ def train(
             train_stats = _run_epoch(
                 net, train_loader, spec, scaling, loss_config, dev, config, d,
                 optimizer, scheduler, bar, normalization=normalization,
-                pixel_size_A=inputs.pixel_size_A, synthetic=_at_epoch(synthetic, config, epoch),
+                pixel_size_A=inputs.pixel_size_A, synthetic=synthetic,
             )  # fmt: skip
             t1 = time.perf_counter()
             # Validation on the unwrapped model: no collective inside, so ranks may differ.
