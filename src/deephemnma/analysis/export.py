@@ -56,6 +56,7 @@ from deephemnma.io.star import (
     VOLTAGE,
     ParticleTable,
     column,
+    loop_block,
     parse_image_name,
     pixel_size_A,
     select,
@@ -115,8 +116,6 @@ def _per_particle_optics(table: ParticleTable) -> pd.DataFrame:
 
 def cryosparc_star_text(table: ParticleTable, group: str | None = None) -> str:
     """RELION 3.0 single-table STAR text for cryoSPARC (module docstring)."""
-    from starfile.writer import loop_block
-
     from deephemnma.analysis.tables import absolute_image_names
 
     for label in (VOLTAGE, CS, AMPLITUDE_CONTRAST):
@@ -136,7 +135,7 @@ def cryosparc_star_text(table: ParticleTable, group: str | None = None) -> str:
     particles["rlnDetectorPixelSize"] = pix_A  # µm at 10,000×: 1e4 · det / mag = pix_A Å
     if group is not None:
         particles[GROUP_COLUMN] = group
-    lines = ["# version 30001", "", *loop_block("", particles, float_format=None)]
+    lines = ["# version 30001", "", *loop_block("", particles)]
     return "\n".join(lines) + "\n"
 
 

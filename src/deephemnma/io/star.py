@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import starfile
-from starfile.writer import loop_block
 
 from deephemnma.ctf import CTFParams
 from deephemnma.errors import InputError
@@ -325,8 +324,46 @@ def write_particles(
     for name, df in (("optics", table.optics), ("particles", particles)):
         parts.append(_STAR_VERSION_LINE + "\n\n")
         # float_format=None: pandas writes the shortest repr that parses back to the same float.
-        parts.extend(line + "\n" for line in loop_block(name, df, float_format=None))
+        parts.append("\n".join(loop_block(name, df)) + "\n")
     return atomic_write_text(path, "".join(parts))
+
+
+_NA = "<NA>"
+
+
+def loop_block(name: str, df: pd.DataFrame) -> list[str]:
+    """The lines of one STAR loop block, as ``starfile.writer.loop_block(name, df,
+    float_format=None)`` writes them: tab-separated; floats in their shortest form that parses
+    back to the same value; missing values as ``<NA>``; strings that are empty or hold a space
+    in double quotes.
+
+    Built column by column: starfile formats cell by cell, which took 3 s per 200,000
+    particles, as long as predicting them on a GPU."""
+    header = [f"data_{name}", "", "loop_", *(f"_{c} #{i}" for i, c in enumerate(df.columns, 1))]
+    columns = [_column_text(df[c]) for c in df.columns]
+    rows = list(map("\t".join, zip(*columns, strict=True))) if columns else []
+    return [*header, *rows, "", ""]
+
+
+def _column_text(values: pd.Series) -> list[str]:
+    kind = values.dtype.kind if isinstance(values.dtype, np.dtype) else ""
+    if kind == "f" and values.dtype == np.float64:
+        array = values.to_numpy()
+        text = list(map(repr, array.tolist()))  # repr: shortest round-trip form
+        for i in np.flatnonzero(np.isnan(array)):
+            text[i] = _NA
+        return text
+    if kind in "iub" and kind:
+        return list(map(str, values.to_numpy().tolist()))
+    return [_cell_text(x) for x in values.tolist()]
+
+
+def _cell_text(x) -> str:
+    if isinstance(x, str):
+        return f'"{x}"' if (not x or " " in x) else x
+    if x is None or x is pd.NA or (isinstance(x, float) and x != x):
+        return _NA
+    return str(x)
 
 
 def _relocated_image_names(particles: pd.DataFrame, old: Path, new: Path) -> pd.DataFrame:
