@@ -235,7 +235,6 @@ def test_random_floats_round_trip_exactly(tmp_path: Path):
     pd.testing.assert_frame_equal(back.optics, t.optics, check_exact=True)
 
 
-
 def test_loop_block_writes_what_starfile_writes():
     """Our column-wise writer against starfile's cell-by-cell one (an independent
     implementation of the same layout), over every kind of column a table can hold."""
@@ -260,6 +259,7 @@ def test_loop_block_writes_what_starfile_writes():
     assert star.loop_block("", frame.iloc[:0]) == list(
         starfile_loop_block("", frame.iloc[:0], float_format=None)
     )
+
 
 # -- RELION 3.0 and cryoSPARC ------------------------------------------------------------------
 
