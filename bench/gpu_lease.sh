@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# One lent GPU, one command (the device tool allows 600 s): issue 6 first, then profiles.
+# One lent GPU, one command (the device tool allows 600 s): issue 6's open GPU checks.
 # Results go to OUT (default: $OUT, else ./gpu-out).
 #
 #   bash bench/gpu_lease.sh [OUT]
 #
-# 1. bench/stage2_gpu.sh on the paper's protocol: 20,000 + 10,000 GPU-rendered images, the
-#    default recipe trained for TRAIN_S seconds on 16,000 of them with SYNTHETIC (0.5: half
-#    of each batch gets a swapped signal, docs/network.md; SYNTHETIC=0 for the plain recipe),
-#    the small and the large test sets predicted (the large one also with --tta), Tables 1
-#    and 3, then the group FSC with predicted poses if time is left;
-# 2. with the time still left, the training-step profile (where a step's time goes), then
-#    the Stage 1 / refinement profile.
-# The earlier leases' one-off figures (prediction throughput, align/refine on 1,000 images,
-# the paper recipe's speed) are in docs/gpu.md and are not repeated.
+# bench/stage2_gpu.sh on the paper's protocol with Stage-1 labels (docs/gpu.md, "The next
+# lease"): 20,000 + 10,000 GPU-rendered images; `align --device cuda` labels image set 1
+# (ground truth instead past STAGE1_S); the default recipe with the signal swap trained for
+# TRAIN_S seconds on 16,000 of them; both test sets predicted (the large one also with
+# --tta) and scored against the truth; then the prediction throughput on 200,000 rows.
+# Run 3 (H100) measured the profiles (bench/gpu_train_profile.py, bench/gpu_align_profile.py);
+# they run here only if time is left.
+#
+# LABELS=truth TRAIN_S=400 STEPS=reconstruct repeats run 3.
 #
 # Packages missing on the GPU machine (gemmi, mrcfile, starfile, ...) travel as wheels in
 # .whl/ (docs/gpu.md says which); they are installed into /tmp/site first.
@@ -28,8 +28,9 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-OUT="$OUT" BUDGET_S="${BUDGET_S:-$((545 - SECONDS))}" TRAIN_S="${TRAIN_S:-400}" \
-  SYNTHETIC="${SYNTHETIC-0.5}" bash bench/stage2_gpu.sh --steps reconstruct
+OUT="$OUT" BUDGET_S="${BUDGET_S:-$((560 - SECONDS))}" TRAIN_S="${TRAIN_S:-330}" \
+  LABELS="${LABELS:-stage1}" STAGE1_S="${STAGE1_S:-150}" SYNTHETIC="${SYNTHETIC-0.5}" \
+  bash bench/stage2_gpu.sh --steps "${STEPS:-throughput}"
 left=$((585 - SECONDS))
 if [ "$left" -gt 40 ]; then
   timeout $((left > 75 ? 75 : left)) python3 bench/gpu_train_profile.py --batches 256 \

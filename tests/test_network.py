@@ -328,7 +328,9 @@ def test_checkpoint_restores_exact_predictions(tmp_path):
         "image_size": 32,
         "pixel_size_A": 2.6,
     }
+    crc32 = torch.serialization.get_crc32_options()
     save_checkpoint(tmp_path / "c.pt", state)
+    assert torch.serialization.get_crc32_options() == crc32  # the user's setting is kept
     loaded = load_network(tmp_path / "c.pt")
     assert loaded.normalization == norm and loaded.scaling == scaling
     with torch.no_grad():

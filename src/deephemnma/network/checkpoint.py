@@ -17,6 +17,7 @@ complete checkpoint.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +39,28 @@ __all__ = ["BEST", "LAST", "LoadedNetwork", "load_network", "read_checkpoint", "
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     """Write ``state`` (a plain dict, see the module docstring) atomically."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _without_crc32():
         torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
     return path
+
+
+@contextmanager
+def _without_crc32():
+    """torch.save without the zip records' CRC32 (PyTorch's reader has never checked it).
+
+    A file only gets its name once complete, so the checksum guards nothing here, and it
+    cost 40-50% of the time of saving a 270 MB checkpoint after every epoch (0.40-0.68 s
+    → 0.22-0.27 s on the 2-core CPU; an H100 run spent 0.5 s of each ~2 s epoch saving)."""
+    setter = getattr(torch.serialization, "set_crc32_options", None)  # torch >= 2.6
+    if setter is None:
+        yield
+        return
+    before = torch.serialization.get_crc32_options()
+    setter(False)
+    try:
+        yield
+    finally:
+        setter(before)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
