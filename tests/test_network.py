@@ -492,6 +492,24 @@ def test_predict_resumes_and_streams_in_chunks(trained, tmp_path):
     assert not (tmp_path / "b.star.parts").exists()
 
 
+def test_predict_in_chunks_with_loader_processes_matches_one_pass(trained, tmp_path):
+    # One loader serves every chunk; batches must not straddle chunks, and each chunk's part
+    # must hold its own rows, whatever the batch and chunk sizes.
+    run, _ = trained
+    val_star = run / "splits" / "val.star"
+    kw = {"precision": "fp32", "progress": False}
+    one = predict(val_star, run, tmp_path / "one.star", chunk_size=10**6, batch_size=64, **kw)
+    many = predict(
+        val_star, run, tmp_path / "many.star", chunk_size=5, batch_size=3, workers=2, **kw
+    )
+    assert one["chunks_computed"] == 1 and many["chunks_computed"] == -(-one["n"] // 5)
+    a, b = read_particles(tmp_path / "one.star"), read_particles(tmp_path / "many.star")
+    rot_a, rot_b = (euler_to_matrix(torch.as_tensor(angles_deg(t))) for t in (a, b))
+    assert angular_error_deg(rot_a, rot_b).max() < 1e-3
+    assert np.allclose(shifts_A(a), shifts_A(b), atol=1e-5)
+    assert np.allclose(amplitudes(a)[1], amplitudes(b)[1], atol=1e-4)
+
+
 def test_predict_with_tta_is_equivariant_and_writes_the_spread(trained, tmp_path):
     # Rotating every particle image by 90° must rotate the TTA predictions exactly
     # (psi − 90°, shifts turned): the 8 copies of the turned images are the same 8 images.

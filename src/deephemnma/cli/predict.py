@@ -100,8 +100,9 @@ def predict_command(
     _out.print(
         f"predicted {result['n']} particles in {result['seconds']:.1f} s "
         f"({result['images_per_s']:.0f} images/s, {result['device']}"
-        f"{', bf16' if result['bf16'] else ''}{', 8-fold TTA' if result['tta'] else ''}): "
-        f"{result['out']}"
+        f"{', bf16' if result['bf16'] else ''}{', 8-fold TTA' if result['tta'] else ''}; "
+        f"set-up {result['setup_seconds']:.1f} s, images {result['compute_seconds']:.1f} s, "
+        f"STAR {result['write_seconds']:.1f} s): {result['out']}"
     )
 
 

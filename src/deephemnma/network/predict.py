@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,11 @@ import torch
 
 from deephemnma.errors import InputError
 from deephemnma.network.checkpoint import LoadedNetwork, load_network, resolve_checkpoint
-from deephemnma.network.data import ParticleBatches, ParticleDataset
+from deephemnma.network.data import ParticleDataset
 from deephemnma.network.model import decode, fold_batchnorm
 from deephemnma.network.train import bf16_fast, resolve_device, use_fast_kernels
 
-__all__ = ["predict", "predict_arrays", "prepare_for_inference"]
+__all__ = ["predict", "predict_arrays", "predict_chunks", "prepare_for_inference"]
 
 
 def prepare_for_inference(
@@ -76,6 +77,35 @@ def predict_arrays(
     ``transform``: from :func:`input_transform`, applied on the device before the
     normalization. ``tta``: the consensus of the 8 dihedral copies of each image
     (:mod:`deephemnma.network.tta`), with ``spread_deg`` (n,) when rotations are predicted."""
+    if len(rows) == 0:
+        return {}
+    chunks = predict_chunks(
+        model, loaded, images, [np.asarray(rows)], device, batch_size, bf16, channels_last,
+        workers, bar, transform, tta,
+    )  # fmt: skip
+    return next(iter(chunks))
+
+
+def predict_chunks(
+    model: torch.nn.Module,
+    loaded: LoadedNetwork,
+    images,
+    chunks: list[np.ndarray],
+    device: torch.device,
+    batch_size: int = 256,
+    bf16: bool = False,
+    channels_last: bool = True,
+    workers: int = 0,
+    bar=None,
+    transform=None,
+    tta: bool = False,
+) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`predict_arrays` for each (non-empty) array of particle rows in ``chunks``,
+    yielded chunk by chunk.
+
+    One loader reads all the chunks, so its processes start once rather than per chunk, and
+    each chunk's results stay on the device until the chunk is complete: no copy to the host
+    makes the host wait for the GPU between batches."""
     from deephemnma.geometry import matrix_to_euler
     from deephemnma.network.tta import dihedral_predict
 
@@ -86,20 +116,30 @@ def predict_arrays(
             raw = model(x)
         return decode(raw, loaded.spec, loaded.scaling)
 
-    # Normalized on the device: reading is then all the loader processes do.
-    dataset = ParticleDataset(images, rows, None)
-    sampler = ParticleBatches(len(rows), batch_size)
+    ends = np.cumsum([len(c) for c in chunks])
+    starts = ends - [len(c) for c in chunks]
+    if any(a == b for a, b in zip(starts, ends, strict=True)):
+        raise ValueError("empty chunk")
+    rows = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    # Batches never straddle two chunks. Normalized on the device: reading is then all the
+    # loader processes do.
+    batches = [
+        (np.arange(b, min(b + batch_size, hi)), None)
+        for lo, hi in zip(starts, ends, strict=True)
+        for b in range(lo, hi, batch_size)
+    ]
     loader = torch.utils.data.DataLoader(
-        dataset,
-        sampler=sampler,
+        ParticleDataset(images, rows, None),
+        sampler=batches,
         batch_size=None,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
     )
-    parts: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
-        for batch in loader:
+    done, chunk = 0, 0
+    parts: dict[str, list[torch.Tensor]] = {}
+    for batch in loader:
+        with torch.inference_mode():
             x = batch["images"].to(device, non_blocking=True)
             if transform is not None:
                 x = transform(x[:, 0], rows[batch["positions"].numpy()])[:, None]
@@ -112,10 +152,13 @@ def predict_arrays(
                 phys = predict_one(x)
             for key in ("amplitudes", "angles_deg", "shifts_A", "spread_deg"):
                 if key in phys:
-                    parts.setdefault(key, []).append(phys[key].double().cpu().numpy())
-            if bar is not None:
-                bar.advance(len(x))
-    return {k: np.concatenate(v) for k, v in parts.items()}
+                    parts.setdefault(key, []).append(phys[key].double())
+        done += len(batch["positions"])
+        if bar is not None:
+            bar.advance(len(batch["positions"]))
+        if done == ends[chunk]:
+            yield {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+            parts, chunk = {}, chunk + 1
 
 
 def _file_digest(path: Path) -> str:
@@ -200,7 +243,9 @@ def predict(
     and write the STAR ``out``. Returns ``{"out", "n", "seconds", "images_per_s",
     "chunks_computed", "chunks_reused", "bf16"}``. ``stop_after_chunks`` ends early, as a
     kill would (for tests). ``tta``: test-time augmentation (:mod:`deephemnma.network.tta`;
-    8× the work), which also writes each particle's pose spread (``deephemnmaPoseSpreadDeg``)."""
+    8× the work), which also writes each particle's pose spread (``deephemnmaPoseSpreadDeg``).
+    The time is also given in parts: ``setup_seconds`` (reading the STAR and the network),
+    ``compute_seconds`` (reading the images and predicting), ``write_seconds`` (the STAR)."""
     from deephemnma.io.mrc import ParticleImages
     from deephemnma.io.star import read_particles, with_amplitudes, with_poses, write_particles
     from deephemnma.progress import progress_bar
@@ -247,33 +292,39 @@ def predict(
 
     n = len(table)
     starts = list(range(0, n, chunk_size))
-    computed = reused = 0
-    t_compute = 0.0
+    todo = []
+    for index, lo in enumerate(starts):
+        hi = min(lo + chunk_size, n)
+        path = parts_dir / f"part_{index:05d}.npz"
+        if path.exists():
+            try:
+                with np.load(path) as data:
+                    if all(len(data[k]) == hi - lo for k in data.files):
+                        continue
+            except (OSError, ValueError):
+                pass
+        todo.append((index, lo, hi))
+    reused = len(starts) - len(todo)
+    reused_rows = n - sum(hi - lo for _, lo, hi in todo)
+    stopped = stop_after_chunks is not None and len(todo) > stop_after_chunks
+    if stopped:
+        todo = todo[:stop_after_chunks]
+    t_compute = time.perf_counter()
+    setup_s = t_compute - t0
     with progress_bar(n, "predict", enabled=progress) as bar:
-        for index, lo in enumerate(starts):
-            hi = min(lo + chunk_size, n)
+        bar.advance(reused_rows)
+        chunks = predict_chunks(
+            model, loaded, images, [np.arange(lo, hi) for _, lo, hi in todo], dev,
+            batch_size, bf16, workers=workers, bar=bar, transform=transform, tta=tta,
+        ) if todo else iter(())  # fmt: skip
+        for (index, _, _), arrays in zip(todo, chunks, strict=True):
             path = parts_dir / f"part_{index:05d}.npz"
-            if path.exists():
-                try:
-                    with np.load(path) as data:
-                        ok = all(len(data[k]) == hi - lo for k in data.files)
-                except (OSError, ValueError):
-                    ok = False
-                if ok:
-                    reused += 1
-                    bar.advance(hi - lo)
-                    continue
-            if stop_after_chunks is not None and computed >= stop_after_chunks:
-                return {"out": None, "n": n, "chunks_computed": computed, "chunks_reused": reused}
-            tc = time.perf_counter()
-            arrays = predict_arrays(
-                model, loaded, images, np.arange(lo, hi), dev, batch_size, bf16,
-                workers=workers, bar=bar, transform=transform, tta=tta,
-            )  # fmt: skip
-            t_compute += time.perf_counter() - tc
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
-            computed += 1
+    t_compute = time.perf_counter() - t_compute
+    computed = len(todo)
+    if stopped:
+        return {"out": None, "n": n, "chunks_computed": computed, "chunks_reused": reused}
 
     gathered: dict[str, list[np.ndarray]] = {}
     for index in range(len(starts)):
@@ -297,7 +348,9 @@ def predict(
         "out": str(out),
         "n": n,
         "seconds": seconds,
+        "setup_seconds": setup_s,
         "compute_seconds": t_compute,
+        "write_seconds": seconds - setup_s - t_compute,
         "images_per_s": n / seconds if seconds > 0 else float("inf"),
         "chunks_computed": computed,
         "chunks_reused": reused,
