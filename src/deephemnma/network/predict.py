@@ -86,6 +86,7 @@ def predict_arrays(
     return next(iter(chunks))
 
 
+@torch.inference_mode()  # on a generator, torch enters it around each step, not across yields
 def predict_chunks(
     model: torch.nn.Module,
     loaded: LoadedNetwork,
@@ -139,20 +140,19 @@ def predict_chunks(
     done, chunk = 0, 0
     parts: dict[str, list[torch.Tensor]] = {}
     for batch in loader:
-        with torch.inference_mode():
-            x = batch["images"].to(device, non_blocking=True)
-            if transform is not None:
-                x = transform(x[:, 0], rows[batch["positions"].numpy()])[:, None]
-            x = loaded.normalization.apply(x)
-            if tta:
-                phys = dihedral_predict(predict_one, x)
-                if "matrices" in phys:
-                    phys["angles_deg"] = matrix_to_euler(phys["matrices"])
-            else:
-                phys = predict_one(x)
-            for key in ("amplitudes", "angles_deg", "shifts_A", "spread_deg"):
-                if key in phys:
-                    parts.setdefault(key, []).append(phys[key].double())
+        x = batch["images"].to(device, non_blocking=True)
+        if transform is not None:
+            x = transform(x[:, 0], rows[batch["positions"].numpy()])[:, None]
+        x = loaded.normalization.apply(x)
+        if tta:
+            phys = dihedral_predict(predict_one, x)
+            if "matrices" in phys:
+                phys["angles_deg"] = matrix_to_euler(phys["matrices"])
+        else:
+            phys = predict_one(x)
+        for key in ("amplitudes", "angles_deg", "shifts_A", "spread_deg"):
+            if key in phys:
+                parts.setdefault(key, []).append(phys[key].double())
         done += len(batch["positions"])
         if bar is not None:
             bar.advance(len(batch["positions"]))
