@@ -379,7 +379,8 @@ def throughput(s: Session, args) -> None:
                 str(args.predict_batch),
                 "--workers",
                 str(workers),
-            ],  # fmt: skip (the default chunks, as a user runs it: one loader serves them all)
+                # no --chunk-size: the default chunks, as a user runs it
+            ],  # fmt: skip
             timeout_s=90,
         )
         rate = _reported_rate(s.out / "session.log")

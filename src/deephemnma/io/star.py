@@ -323,7 +323,6 @@ def write_particles(
     parts = []
     for name, df in (("optics", table.optics), ("particles", particles)):
         parts.append(_STAR_VERSION_LINE + "\n\n")
-        # float_format=None: pandas writes the shortest repr that parses back to the same float.
         parts.append("\n".join(loop_block(name, df)) + "\n")
     return atomic_write_text(path, "".join(parts))
 
@@ -346,14 +345,13 @@ def loop_block(name: str, df: pd.DataFrame) -> list[str]:
 
 
 def _column_text(values: pd.Series) -> list[str]:
-    kind = values.dtype.kind if isinstance(values.dtype, np.dtype) else ""
-    if kind == "f" and values.dtype == np.float64:
+    if values.dtype == np.float64:
         array = values.to_numpy()
         text = list(map(repr, array.tolist()))  # repr: shortest round-trip form
         for i in np.flatnonzero(np.isnan(array)):
             text[i] = _NA
         return text
-    if kind in "iub" and kind:
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iub":
         return list(map(str, values.to_numpy().tolist()))
     return [_cell_text(x) for x in values.tolist()]
 

@@ -117,11 +117,14 @@ def predict_chunks(
             raw = model(x)
         return decode(raw, loaded.spec, loaded.scaling)
 
-    ends = np.cumsum([len(c) for c in chunks])
-    starts = ends - [len(c) for c in chunks]
-    if any(a == b for a, b in zip(starts, ends, strict=True)):
+    lengths = [len(c) for c in chunks]
+    if 0 in lengths:
         raise ValueError("empty chunk")
-    rows = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    if not chunks:
+        return  # no loader, whose processes would start for nothing
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    rows = np.concatenate(chunks)
     # Batches never straddle two chunks. Normalized on the device: reading is then all the
     # loader processes do.
     batches = [
@@ -309,19 +312,19 @@ def predict(
     stopped = stop_after_chunks is not None and len(todo) > stop_after_chunks
     if stopped:
         todo = todo[:stop_after_chunks]
-    t_compute = time.perf_counter()
-    setup_s = t_compute - t0
+    t_loop = time.perf_counter()
+    setup_s = t_loop - t0
     with progress_bar(n, "predict", enabled=progress) as bar:
         bar.advance(reused_rows)
         chunks = predict_chunks(
             model, loaded, images, [np.arange(lo, hi) for _, lo, hi in todo], dev,
             batch_size, bf16, workers=workers, bar=bar, transform=transform, tta=tta,
-        ) if todo else iter(())  # fmt: skip
+        )  # fmt: skip
         for (index, _, _), arrays in zip(todo, chunks, strict=True):
             path = parts_dir / f"part_{index:05d}.npz"
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
-    t_compute = time.perf_counter() - t_compute
+    t_compute = time.perf_counter() - t_loop
     computed = len(todo)
     if stopped:
         return {"out": None, "n": n, "chunks_computed": computed, "chunks_reused": reused}
