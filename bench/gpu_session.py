@@ -358,9 +358,9 @@ def throughput(s: Session, args) -> None:
     n = args.n_test
     star = subset(s, "test.star", "big.star", n, repeat=args.throughput_repeat)
     images = n * args.throughput_repeat
-    runs = [(f"predict_throughput_w{w}" if w >= 0 else "predict_throughput", w)
-            for w in (int(v) for v in args.throughput_workers.split(","))]  # fmt: skip
-    for name, workers in runs:
+    for run in args.throughput_runs.split(","):
+        reader, workers = run.split(":")
+        name = f"predict_throughput_{reader}" + (f"_{workers}" if int(workers) >= 0 else "")
         if not s.fits(name, 40):
             return
         r = s.dh(
@@ -378,19 +378,26 @@ def throughput(s: Session, args) -> None:
                 "--batch-size",
                 str(args.predict_batch),
                 "--workers",
-                str(workers),
+                workers,
+                "--reader",
+                reader,
                 # no --chunk-size: the default chunks, as a user runs it
             ],  # fmt: skip
             timeout_s=90,
         )
-        rate = _reported_rate(s.out / "session.log")
         s.record(name, images=images, images_per_s_cli_wall=round(images / r["wall_s"], 1),
-                 images_per_s_reported=rate)  # fmt: skip
+                 **_reported(s.out / "session.log"))  # fmt: skip
 
 
-def _reported_rate(log: Path) -> float | None:
-    found = re.findall(r"\(([\d,.]+) images/s", log.read_text())
-    return float(found[-1].replace(",", "")) if found else None
+def _reported(log: Path) -> dict:
+    """The rate and the time split of predict's last closing line (wrapped in the log)."""
+    lines = re.findall(r"predicted \d+ particles in [^)]*\)", log.read_text())
+    if not lines:
+        return {}
+    numbers = {"images_per_s_reported": r"\(([\d,.]+)\s+images/s", "setup_s": r"set-up\s+([\d.]+)",
+               "images_s": r"images\s+([\d.]+)\s+s", "star_s": r"STAR\s+([\d.]+)"}  # fmt: skip
+    found = {k: re.search(p, lines[-1]) for k, p in numbers.items()}
+    return {k: float(m.group(1).replace(",", "")) for k, m in found.items() if m}
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,7 +561,11 @@ def main() -> None:
     p.add_argument("--stage1-timeout-s", type=float, default=240)
     p.add_argument("--predict-batch", type=int, default=1024)
     p.add_argument("--throughput-repeat", type=int, default=20)
-    p.add_argument("--throughput-workers", default="-1,8", help="loader processes per run")
+    p.add_argument(
+        "--throughput-runs",
+        default="threads:-1,processes:-1,threads:8",
+        help="predict's --reader:--workers per run (-1: its default)",
+    )
     p.add_argument(
         "--steps",
         default="throughput,reconstruct,align,refine,paper",

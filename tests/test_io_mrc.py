@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 import resource
+import time
 import warnings
 from pathlib import Path
 
@@ -159,6 +160,59 @@ def test_lru_limits_open_files_and_pickle(project):
     assert len(images._open) == 1
     clone = pickle.loads(pickle.dumps(images))
     np.testing.assert_array_equal(clone.images([12, 2]), everything[[12, 2]])
+
+
+@pytest.fixture()
+def two_long_stacks(tmp_path: Path) -> tuple[ParticleImages, np.ndarray]:
+    stacks = [_images(40, 1000.0), _images(40, 2000.0)]
+    names = []
+    for k, stack in enumerate(stacks):
+        write_stack(tmp_path / f"s{k}.mrcs", stack, 1.5)
+        names += [f"{i + 1}@s{k}.mrcs" for i in range(len(stack))]
+    return ParticleImages(_table(names, tmp_path / "p.star")), np.concatenate(stacks)
+
+
+def test_runs_of_consecutive_images_read_into_a_given_array(two_long_stacks):
+    # Long runs are copied as slices, scattered rows by a fancy index: either way the images
+    # come in the requested order, into the caller's array when one is given.
+    images, everything = two_long_stacks
+    runs = np.r_[np.arange(5, 30), 3, 3, np.arange(60, 75), np.arange(0, 5)[::-1], 79, 41]
+    scattered = np.random.default_rng(1).permutation(80)[:30]
+    for order in (runs, scattered, np.arange(80), np.arange(35, 45)):
+        out = np.full((len(order), BOX, BOX), np.nan, dtype=np.float32)
+        assert images.images(order, out=out) is out
+        np.testing.assert_array_equal(out, everything[order])
+        np.testing.assert_array_equal(images.images(order), everything[order])
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        images.images(runs, out=np.empty((len(runs), BOX, BOX), dtype=np.float64))
+
+
+def test_images_from_several_threads_at_once(two_long_stacks, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    images, everything = two_long_stacks
+    # A slow file system: threads that all start on the same stack open it once, together.
+    real_open = mrc_io.open_stack
+
+    def slow_open(path):
+        time.sleep(0.05)
+        return real_open(path)
+
+    monkeypatch.setattr(mrc_io, "open_stack", slow_open)
+    with ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(images.images, [np.arange(k, 80, 8) for k in range(8)]))
+    assert images.n_opened == 2
+    np.testing.assert_array_equal(np.concatenate(batches)[:10], everything[0:80:8])
+    monkeypatch.setattr(mrc_io, "open_stack", real_open)
+    # One open stack at a time: the threads' reads keep closing each other's memory maps.
+    images = ParticleImages(images.table, max_open=1)
+    rng = np.random.default_rng(2)
+    orders = [rng.integers(0, 80, size=int(rng.integers(1, 60))) for _ in range(200)]
+    orders += [np.arange(lo, lo + 20) for lo in range(0, 60, 3)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(images.images, orders))
+    for order, batch in zip(orders, results, strict=True):
+        np.testing.assert_array_equal(batch, everything[order])
 
 
 def test_relion_project_relative_paths(tmp_path: Path):
@@ -375,3 +429,46 @@ def test_relion30_box_size_read_from_stack(tmp_path: Path):
     assert t.optics["rlnImageSize"].tolist() == [BOX]
     assert common_image_size_px(t) == BOX
     assert "rlnImageSize" not in read_particles(tmp_path / "old.star", False).optics.columns
+
+
+# -- read-ahead (deephemnma.io.prefetch) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("threads, depth, ring", [(0, None, None), (1, 1, False), (1, 1, True),
+                                                  (3, None, True), (3, 2, False)])  # fmt: skip
+def test_prefetched_batches_come_in_order(two_long_stacks, threads, depth, ring):
+    import torch
+
+    from deephemnma.io.prefetch import prefetch_images
+
+    images, everything = two_long_stacks
+    rng = np.random.default_rng(3)
+    batches = [np.arange(lo, min(lo + 7, 80)) for lo in range(0, 80, 7)]  # last one shorter
+    batches += [rng.integers(0, 80, size=5) for _ in range(4)]
+    stream = prefetch_images(images, batches, torch.device("cpu"), threads, depth, ring)
+    got = list(stream)  # all held at once: a reused buffer must not change what was yielded
+    assert len(got) == len(batches)
+    for rows, x in zip(batches, got, strict=True):
+        assert x.dtype == torch.float32 and x.shape == (len(rows), 1, BOX, BOX)
+        np.testing.assert_array_equal(x[:, 0].numpy(), everything[rows])
+
+
+@pytest.mark.filterwarnings("ignore:Data array contains NaN")
+@pytest.mark.parametrize("threads", [0, 2])
+def test_prefetch_raises_at_the_bad_batch_and_stops_cleanly(tmp_path: Path, threads):
+    import torch
+
+    from deephemnma.io.prefetch import prefetch_images
+
+    stack = _images(30, 0.0)
+    stack[17, 3, 3] = np.nan
+    write_stack(tmp_path / "s.mrcs", stack, 1.5)
+    images = ParticleImages(_table([f"{i + 1}@s.mrcs" for i in range(30)], tmp_path / "p.star"))
+    batches = [np.arange(lo, lo + 5) for lo in range(0, 30, 5)]
+    stream = prefetch_images(images, batches, torch.device("cpu"), threads, ring=True)
+    assert [len(next(stream)) for _ in range(3)] == [5, 5, 5]
+    with pytest.raises(InputError, match="particle row 18"):
+        next(stream)
+    early = prefetch_images(images, batches[:3], torch.device("cpu"), threads)
+    next(early)
+    early.close()  # the consumer stops: pending reads are dropped, nothing hangs

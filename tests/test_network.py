@@ -492,16 +492,18 @@ def test_predict_resumes_and_streams_in_chunks(trained, tmp_path):
     assert not (tmp_path / "b.star.parts").exists()
 
 
-def test_predict_in_chunks_with_loader_processes_matches_one_pass(trained, tmp_path):
-    # One loader serves every chunk; batches must not straddle chunks, and each chunk's part
+@pytest.mark.parametrize("reader", ["threads", "processes"])
+def test_predict_in_chunks_with_readers_matches_one_pass(trained, tmp_path, reader):
+    # One reader serves every chunk; batches must not straddle chunks, and each chunk's part
     # must hold its own rows, whatever the batch and chunk sizes.
     run, _ = trained
     val_star = run / "splits" / "val.star"
     kw = {"precision": "fp32", "progress": False}
     one = predict(val_star, run, tmp_path / "one.star", chunk_size=10**6, batch_size=64, **kw)
     many = predict(
-        val_star, run, tmp_path / "many.star", chunk_size=5, batch_size=3, workers=2, **kw
-    )
+        val_star, run, tmp_path / "many.star", chunk_size=5, batch_size=3, workers=2,
+        reader=reader, **kw,
+    )  # fmt: skip
     assert one["chunks_computed"] == 1 and many["chunks_computed"] == -(-one["n"] // 5)
     a, b = read_particles(tmp_path / "one.star"), read_particles(tmp_path / "many.star")
     rot_a, rot_b = (euler_to_matrix(torch.as_tensor(angles_deg(t))) for t in (a, b))
@@ -572,6 +574,8 @@ def test_cli_train_predict_evaluate(tiny, tmp_path):
     write_particles(tmp_path / "big.star", table)
     args = ["predict", "--particles", str(tmp_path / "big.star"), "--checkpoint", str(run)]
     assert main([*args, "-o", str(tmp_path / "x.star")]) == 2
+    args = ["predict", "--particles", test_star, "--checkpoint", str(run), "-o", str(pred)]
+    assert main([*args, "--reader", "fibres"]) == 2
 
 
 @pytest.mark.slow

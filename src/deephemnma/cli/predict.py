@@ -40,7 +40,14 @@ def predict_command(
         "auto", help="auto (bf16 on CPUs with AMX/AVX-512 BF16 and on CUDA) | bf16 | fp32."
     ),
     threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
-    workers: int = typer.Option(-1, help="Image-reading processes (-1: auto, 0 on CPU)."),
+    workers: int = typer.Option(
+        -1, help="Image readers working ahead (-1: 4 on a GPU, none on the CPU)."
+    ),
+    reader: str = typer.Option(
+        "threads",
+        help="How the readers work: 'threads' copy each batch once, straight into pinned "
+        "memory; 'processes' are a torch DataLoader's worker processes (three copies).",
+    ),
     quiet: bool = typer.Option(False, help="No progress bar."),
     tta: bool = typer.Option(
         False,
@@ -77,6 +84,7 @@ def predict_command(
         "precision": precision,
         "threads": threads,
         "workers": workers,
+        "reader": reader,
         "progress": not quiet,
         "tta": tta,
     }
@@ -84,19 +92,7 @@ def predict_command(
         _predict_refined(particles, checkpoint, out, modes, reference, options,
                          refine_sizes, refine_steps, refine_workers)  # fmt: skip
         return
-    result = predict(
-        particles,
-        checkpoint,
-        out,
-        device=device,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        precision=precision,
-        threads=threads,
-        workers=workers,
-        progress=not quiet,
-        tta=tta,
-    )
+    result = predict(particles, checkpoint, out, **options)
     _out.print(
         f"predicted {result['n']} particles in {result['seconds']:.1f} s "
         f"({result['images_per_s']:.0f} images/s, {result['device']}"

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from deephemnma.errors import InputError
+from deephemnma.io.prefetch import prefetch_images
 from deephemnma.network.checkpoint import LoadedNetwork, load_network, resolve_checkpoint
 from deephemnma.network.data import ParticleDataset
 from deephemnma.network.model import decode, fold_batchnorm
@@ -71,17 +72,20 @@ def predict_arrays(
     bar=None,
     transform=None,
     tta: bool = False,
+    reader: str = "threads",
 ) -> dict[str, np.ndarray]:
     """Predictions for particle ``rows`` of ``images`` (a ParticleImages): ``amplitudes``
     (n, M), ``angles_deg`` (n, 3), ``shifts_A`` (n, 2), float64, for the heads the net has.
     ``transform``: from :func:`input_transform`, applied on the device before the
     normalization. ``tta``: the consensus of the 8 dihedral copies of each image
-    (:mod:`deephemnma.network.tta`), with ``spread_deg`` (n,) when rotations are predicted."""
+    (:mod:`deephemnma.network.tta`), with ``spread_deg`` (n,) when rotations are predicted.
+    ``workers``: threads that read ahead (:mod:`deephemnma.io.prefetch`; 0: none), or with
+    ``reader="processes"`` the processes of a torch DataLoader."""
     if len(rows) == 0:
         return {}
     chunks = predict_chunks(
         model, loaded, images, [np.asarray(rows)], device, batch_size, bf16, channels_last,
-        workers, bar, transform, tta,
+        workers, bar, transform, tta, reader,
     )  # fmt: skip
     return next(iter(chunks))
 
@@ -100,13 +104,14 @@ def predict_chunks(
     bar=None,
     transform=None,
     tta: bool = False,
+    reader: str = "threads",
 ) -> Iterator[dict[str, np.ndarray]]:
     """:func:`predict_arrays` for each (non-empty) array of particle rows in ``chunks``,
     yielded chunk by chunk.
 
-    One loader reads all the chunks, so its processes start once rather than per chunk, and
-    each chunk's results stay on the device until the chunk is complete: no copy to the host
-    makes the host wait for the GPU between batches."""
+    One reader reads all the chunks, so its threads (or processes) start once rather than per
+    chunk, and each chunk's results stay on the device until the chunk is complete: no copy to
+    the host makes the host wait for the GPU between batches."""
     from deephemnma.geometry import matrix_to_euler
     from deephemnma.network.tta import dihedral_predict
 
@@ -126,26 +131,18 @@ def predict_chunks(
     starts = ends - lengths
     rows = np.concatenate(chunks)
     # Batches never straddle two chunks. Normalized on the device: reading is then all the
-    # loader processes do.
+    # readers do.
     batches = [
-        (np.arange(b, min(b + batch_size, hi)), None)
+        np.arange(b, min(b + batch_size, hi))
         for lo, hi in zip(starts, ends, strict=True)
         for b in range(lo, hi, batch_size)
     ]
-    loader = torch.utils.data.DataLoader(
-        ParticleDataset(images, rows, None),
-        sampler=batches,
-        batch_size=None,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers > 0 else None,
-    )
     done, chunk = 0, 0
     parts: dict[str, list[torch.Tensor]] = {}
-    for batch in loader:
-        x = batch["images"].to(device, non_blocking=True)
+    stream = _read_batches(images, rows, batches, device, workers, reader)
+    for positions, x in zip(batches, stream, strict=True):
         if transform is not None:
-            x = transform(x[:, 0], rows[batch["positions"].numpy()])[:, None]
+            x = transform(x[:, 0], rows[positions])[:, None]
         x = loaded.normalization.apply(x)
         if tta:
             phys = dihedral_predict(predict_one, x)
@@ -156,12 +153,33 @@ def predict_chunks(
         for key in ("amplitudes", "angles_deg", "shifts_A", "spread_deg"):
             if key in phys:
                 parts.setdefault(key, []).append(phys[key].double())
-        done += len(batch["positions"])
+        done += len(positions)
         if bar is not None:
-            bar.advance(len(batch["positions"]))
+            bar.advance(len(positions))
         if done == ends[chunk]:
             yield {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
             parts, chunk = {}, chunk + 1
+
+
+def _check_reader(reader: str) -> str:
+    if reader not in ("threads", "processes"):
+        raise InputError("unknown reader", field="--reader", expected="threads | processes")
+    return reader
+
+
+def _read_batches(images, rows, batches, device, workers: int, reader: str):
+    """The images of ``rows[positions]`` for each array of ``batches``, on ``device``."""
+    if _check_reader(reader) == "threads":
+        return prefetch_images(images, [rows[p] for p in batches], device, threads=workers)
+    loader = torch.utils.data.DataLoader(
+        ParticleDataset(images, rows, None),
+        sampler=[(p, None) for p in batches],
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    return (batch["images"].to(device, non_blocking=True) for batch in loader)
 
 
 def _file_digest(path: Path) -> str:
@@ -241,12 +259,14 @@ def predict(
     keep_parts: bool = False,
     stop_after_chunks: int | None = None,
     tta: bool = False,
+    reader: str = "threads",
 ) -> dict:
     """Predict every particle of ``particles`` with ``checkpoint`` (file or training folder)
     and write the STAR ``out``. Returns ``{"out", "n", "seconds", "images_per_s",
     "chunks_computed", "chunks_reused", "bf16"}``. ``stop_after_chunks`` ends early, as a
     kill would (for tests). ``tta``: test-time augmentation (:mod:`deephemnma.network.tta`;
     8× the work), which also writes each particle's pose spread (``deephemnmaPoseSpreadDeg``).
+    ``workers`` (−1: 4 on a GPU, none on the CPU) and ``reader`` as :func:`predict_arrays`.
     The time is also given in parts: ``setup_seconds`` (reading the STAR and the network),
     ``compute_seconds`` (reading the images and predicting), ``write_seconds`` (the STAR)."""
     from deephemnma.io.mrc import ParticleImages
@@ -260,6 +280,7 @@ def predict(
         torch.set_num_threads(int(threads))
     if batch_size < 1 or chunk_size < 1:
         raise InputError("batch and chunk sizes must be positive", field="--batch-size")
+    _check_reader(reader)
     ckpt_path = resolve_checkpoint(checkpoint)
     loaded = load_network(ckpt_path, "cpu")
     table = read_particles(particles)
@@ -319,6 +340,7 @@ def predict(
         chunks = predict_chunks(
             model, loaded, images, [np.arange(lo, hi) for _, lo, hi in todo], dev,
             batch_size, bf16, workers=workers, bar=bar, transform=transform, tta=tta,
+            reader=reader,
         )  # fmt: skip
         for (index, _, _), arrays in zip(todo, chunks, strict=True):
             path = parts_dir / f"part_{index:05d}.npz"
