@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +52,7 @@ class Session:
         self.t0 = time.perf_counter()
         self.budget_s = budget_s
         self.results: dict = {"steps": {}}
+        self.background: list[subprocess.Popen] = []  # CPU work the end waits for
         self.log = open(out / "session.log", "a", buffering=1)  # noqa: SIM115
         path = f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"
         self.env = {**os.environ, "PYTHONPATH": path}
@@ -238,8 +238,10 @@ def stage1_labels(s: Session, args) -> str:
     if not star.exists():
         s.say("stage1_labels: not finished in time; training on the ground truth instead")
         return "set1.star"
-    s.dh("evaluate_stage1_labels", ["evaluate", str(star), "--truth", "set1.star", "--modes",
-                                    "sim_0/modes.npz", "-o", "eval_stage1_labels"], 90)  # fmt: skip
+    # CPU work: in the background while the GPU trains.
+    s.background.append(s.start([sys.executable, "-m", "deephemnma", "evaluate", str(star),
+                                 "--truth", "set1.star", "--modes", "sim_0/modes.npz", "-o",
+                                 "eval_stage1_labels"], threads=2))  # fmt: skip
     s.record("stage1_labels", used=True)
     return str(star)
 
@@ -248,7 +250,8 @@ def train_default(s: Session, args, labels: str) -> dict:
     """The default recipe with a time budget: ``train --max-minutes`` plans as many epochs
     (at most ``--epochs``) as fit, so the one-cycle schedule ends inside the time-out."""
     shutil.rmtree(s.work / "run", ignore_errors=True)
-    timeout_s = min(args.train_timeout_s, s.left_s() - 5)
+    # What is left after training must still predict the test sets (~30 s on an H100).
+    timeout_s = min(args.train_timeout_s, s.left_s() - args.after_train_s)
     minutes = max(0.2, (timeout_s - 15) / 60)  # the margin: the last save, the curves
     launcher = [sys.executable, "-m", "deephemnma"]
     if args.ngpu > 1:
@@ -325,7 +328,7 @@ def training_history(run: Path) -> dict:
 
 
 def evaluate(s: Session, args) -> list[subprocess.Popen]:
-    """The two evaluations, in the background (CPU work while the GPU goes on)."""
+    """The test sets' evaluations, in the background (CPU work while the GPU goes on)."""
     dh = [sys.executable, "-m", "deephemnma", "evaluate"]
     jobs = []
     for pred, truth, out, paper in (
@@ -390,14 +393,14 @@ def throughput(s: Session, args) -> None:
 
 
 def _reported(log: Path) -> dict:
-    """The rate and the time split of predict's last closing line (wrapped in the log)."""
-    lines = re.findall(r"predicted \d+ particles in [^)]*\)", log.read_text())
-    if not lines:
-        return {}
-    numbers = {"images_per_s_reported": r"\(([\d,.]+)\s+images/s", "setup_s": r"set-up\s+([\d.]+)",
-               "images_s": r"images\s+([\d.]+)\s+s", "star_s": r"STAR\s+([\d.]+)"}  # fmt: skip
-    found = {k: re.search(p, lines[-1]) for k, p in numbers.items()}
-    return {k: float(m.group(1).replace(",", "")) for k, m in found.items() if m}
+    """The rate and the time split of predict's last closing line in the log."""
+    from predict_speed import closing_numbers
+
+    text = log.read_text()
+    numbers = closing_numbers(text[text.rfind("predicted ") :])
+    if "images_per_s" in numbers:
+        numbers["images_per_s_reported"] = numbers.pop("images_per_s")
+    return numbers
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,6 +558,9 @@ def main() -> None:
     )
     p.add_argument("--train-timeout-s", type=float, default=170)
     p.add_argument(
+        "--after-train-s", type=float, default=40, help="budget kept for predicting after training"
+    )
+    p.add_argument(
         "--labels", default="truth", help="truth | stage1 (Stage 1 on the device) | a labels STAR"
     )
     p.add_argument("--ngpu", type=int, default=1, help="GPUs for training (> 1: torchrun)")
@@ -605,7 +611,7 @@ def main() -> None:
         if not train_and_predict(s, args):
             s.say("no trained network; see the log")
             return
-        background = evaluate(s, args)
+        s.background += evaluate(s, args)
         wanted = set(args.steps.split(","))
         if "reconstruct" in wanted and s.fits("reconstruct_predicted", 40):
             groups_fsc(s, args)
@@ -615,7 +621,7 @@ def main() -> None:
             on_device(s, args, "align", "test.star")
         if "refine" in wanted and s.fits("refine_gpu", 30):
             on_device(s, args, "refine", "pred_large.star")
-        for job in background:
+        for job in s.background:
             try:
                 job.wait(timeout=max(1, s.left_s() - 10))
             except subprocess.TimeoutExpired:

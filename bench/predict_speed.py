@@ -1,0 +1,123 @@
+"""`deephemnma predict` end to end, as a user runs it: images/s from reading the STAR to
+writing it, for each reader.
+
+    python bench/predict_speed.py --device cuda --n 200000       # issue 6: >= 20,000 on an H100
+    python bench/predict_speed.py --device cpu --n 4000 --runs threads:-1
+
+Simulates ``--stack`` paper-ak images at ``--size``² (0.65 Å at 128², the paper's network
+input) on ``--device``, trains a network for one epoch on 300 of them (the weights do not
+change the speed), and writes a STAR of ``--n`` rows that go through the stack again and
+again, so the page cache holds it, as on a second pass over a real data set. Then runs the
+``deephemnma predict`` command once per ``--runs`` entry (``READER:WORKERS``; -1: predict's
+default workers) with the default chunks and ``--batch-size``, each in a fresh process, and
+records its wall time, the rate and the time split its closing line reports (set-up, images,
+STAR). Writes ``bench/results/predict_speed.json`` (``--tag``: ``predict_speed_TAG.json``)
+and prints a table. ``--work`` keeps the data for a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from common import RESULTS, machine, report
+from deephemnma.io.star import read_particles, select, write_particles
+
+CLOSING = {
+    "images_per_s": r"\(([\d,.]+)\s+images/s",
+    "setup_s": r"set-up\s+([\d.]+)",
+    "images_s": r"images\s+([\d.]+)\s+s",
+    "star_s": r"STAR\s+([\d.]+)",
+}
+
+
+def deephemnma(args: list[str], cwd: Path) -> tuple[float, str]:
+    """Run the CLI in a fresh process: (wall seconds, output); exits on failure."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "deephemnma", *args], cwd=cwd, text=True,
+                          capture_output=True)  # fmt: skip
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"deephemnma {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return wall, done.stdout + done.stderr
+
+
+def closing_numbers(output: str) -> dict:
+    """The rate and the time split of predict's closing line (which rich may wrap)."""
+    line = re.search(r"predicted \d+ particles in [^)]*\)", output)
+    if line is None:
+        return {}
+    found = {k: re.search(p, line.group(0)) for k, p in CLOSING.items()}
+    return {k: float(m.group(1).replace(",", "")) for k, m in found.items() if m}
+
+
+def prepare(work: Path, args) -> Path:
+    """The simulated stack, a network trained on it, and the ``--n``-row STAR."""
+    big = work / f"rows_{args.n}.star"
+    if not (work / "sim" / "particles.star").exists():
+        deephemnma(["simulate", "-n", str(args.stack), "--image-size", str(args.size),
+                    "--pixel-size", f"{0.65 * 128 / args.size:.6g}", "--device",
+                    args.device, "-o", "sim", "--quiet"], work)  # fmt: skip
+    table = read_particles(work / "sim" / "particles.star")
+    if not (work / "run" / "best.pt").exists():
+        write_particles(work / "train.star", select(table, range(min(300, len(table)))))
+        deephemnma(["train", "--labels", "train.star", "-o", "run", "--epochs", "1",
+                    "--val", "50", "--test", "50", "--batch-size", "50", "--device",
+                    args.device, "--quiet"], work)  # fmt: skip
+    if not big.exists():
+        repeat = -(-args.n // len(table))
+        rows = pd.concat([table.particles] * repeat, ignore_index=True).iloc[: args.n]
+        write_particles(big, replace(table, particles=rows.reset_index(drop=True)))
+    return big
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--n", type=int, default=200000, help="particle rows to predict")
+    p.add_argument("--stack", type=int, default=10000, help="distinct images simulated")
+    p.add_argument("--size", type=int, default=128, help="image size, pixels")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 1024 GPU, 256 CPU")
+    p.add_argument("--runs", default="threads:-1,processes:-1,threads:8",
+                   help="READER:WORKERS per predict run")  # fmt: skip
+    p.add_argument("--work", default=None, help="data folder (default: a temporary one)")
+    p.add_argument("--tag", default="")
+    args = p.parse_args()
+    batch = args.batch_size or (1024 if args.device.startswith("cuda") else 256)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        star = prepare(work, args)
+        print(f"data and network ready in {time.perf_counter() - t:.0f} s", flush=True)
+        rows = []
+        for run in args.runs.split(","):
+            reader, workers = run.split(":")
+            wall, output = deephemnma(
+                ["predict", "--particles", star.name, "--checkpoint", "run", "-o", "out.star",
+                 "--device", args.device, "--batch-size", str(batch), "--workers", workers,
+                 "--reader", reader, "--quiet"], work)  # fmt: skip
+            row = {"reader": reader, "workers": workers, "n": args.n, "wall_s": round(wall, 2),
+                   "images_per_s_wall": round(args.n / wall)}  # fmt: skip
+            row.update(closing_numbers(output))
+            rows.append(row)
+            print(row, flush=True)
+    name = "predict_speed" + (f"_{args.tag}" if args.tag else "")
+    report(name, rows, ["reader", "workers", "n", "images_per_s", "setup_s", "images_s",
+                        "star_s", "wall_s", "images_per_s_wall"])  # fmt: skip
+    print(f"device: {torch.cuda.get_device_name(0) if args.device.startswith('cuda') else 'cpu'}"
+          f"; results: {RESULTS / (name + '.json')}; {machine()['cpu_count']} CPUs")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
