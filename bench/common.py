@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,5 +60,6 @@ def report(name: str, rows: list[dict], columns: list[str]) -> Path:
                 for c in columns
             ]
         )
-    Console().print(table)
+    # Logs and pipes are not 80 columns wide: do not cut the table's columns there.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     return path

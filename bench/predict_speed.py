@@ -40,15 +40,16 @@ CLOSING = {
 }
 
 
-def deephemnma(args: list[str], cwd: Path) -> tuple[float, str]:
-    """Run the CLI in a fresh process: (wall seconds, output); exits on failure."""
+def deephemnma(args: list[str], cwd: Path, check: bool = True) -> tuple[float, str, int]:
+    """Run the CLI in a fresh process: (wall seconds, output, exit code); with ``check``,
+    exits on failure."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "deephemnma", *args], cwd=cwd, text=True,
                           capture_output=True)  # fmt: skip
     wall = time.perf_counter() - start
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         raise SystemExit(f"deephemnma {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-    return wall, done.stdout + done.stderr
+    return wall, done.stdout + done.stderr, done.returncode
 
 
 def closing_numbers(output: str) -> dict:
@@ -103,13 +104,13 @@ def main() -> None:
         rows = []
         for run in args.runs.split(","):
             reader, workers = run.split(":")
-            wall, output = deephemnma(
+            wall, output, code = deephemnma(
                 ["predict", "--particles", star.name, "--checkpoint", "run", "-o", "out.star",
                  "--device", args.device, "--batch-size", str(batch), "--workers", workers,
-                 "--reader", reader, "--quiet"], work)  # fmt: skip
+                 "--reader", reader, "--quiet"], work, check=False)  # fmt: skip
             row = {"reader": reader, "workers": workers, "n": args.n, "wall_s": round(wall, 2),
                    "images_per_s_wall": round(args.n / wall)}  # fmt: skip
-            row.update(closing_numbers(output))
+            row.update(closing_numbers(output) if code == 0 else {"failed": output[-2000:]})
             rows.append(row)
             print(row, flush=True)
     name = "predict_speed" + (f"_{args.tag}" if args.tag else "")
