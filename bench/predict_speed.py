@@ -8,10 +8,10 @@ Simulates ``--stack`` paper-ak images at ``--size``² (0.65 Å at 128², the pap
 input) on ``--device``, trains a network for one epoch on 300 of them (the weights do not
 change the speed), and writes a STAR of ``--n`` rows that go through the stack again and
 again, so the page cache holds it, as on a second pass over a real data set. Then runs the
-``deephemnma predict`` command once per ``--runs`` entry (``READER:WORKERS``; -1: predict's
-default workers) with the default chunks and ``--batch-size``, each in a fresh process, and
-records its wall time, the rate and the time split its closing line reports (set-up, images,
-STAR). Writes ``bench/results/predict_speed.json`` (``--tag``: ``predict_speed_TAG.json``)
+``deephemnma predict`` command once per ``--runs`` entry (``READER:WORKERS[:BATCH]``; -1:
+predict's default workers; the batch defaults to ``--batch-size``) with the default chunks,
+each in a fresh process, and records its wall time, the rate and the time split its closing
+line reports (set-up, images, STAR). Writes ``bench/results/predict_speed.json`` (``--tag``: ``predict_speed_TAG.json``)
 and prints a table. ``--work`` keeps the data for a rerun.
 """
 
@@ -88,8 +88,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128, help="image size, pixels")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=None, help="default: 1024 GPU, 256 CPU")
-    p.add_argument("--runs", default="threads:-1,processes:-1,threads:8",
-                   help="READER:WORKERS per predict run")  # fmt: skip
+    p.add_argument("--runs", default="threads:-1,processes:-1,threads:8,threads:-1:256",
+                   help="READER:WORKERS[:BATCH] per predict run")  # fmt: skip
     p.add_argument("--work", default=None, help="data folder (default: a temporary one)")
     p.add_argument("--tag", default="")
     args = p.parse_args()
@@ -103,18 +103,19 @@ def main() -> None:
         print(f"data and network ready in {time.perf_counter() - t:.0f} s", flush=True)
         rows = []
         for run in args.runs.split(","):
-            reader, workers = run.split(":")
+            reader, workers, *size = run.split(":")
+            run_batch = int(size[0]) if size else batch
             wall, output, code = deephemnma(
                 ["predict", "--particles", star.name, "--checkpoint", "run", "-o", "out.star",
-                 "--device", args.device, "--batch-size", str(batch), "--workers", workers,
+                 "--device", args.device, "--batch-size", str(run_batch), "--workers", workers,
                  "--reader", reader, "--quiet"], work, check=False)  # fmt: skip
-            row = {"reader": reader, "workers": workers, "n": args.n, "wall_s": round(wall, 2),
-                   "images_per_s_wall": round(args.n / wall)}  # fmt: skip
+            row = {"reader": reader, "workers": workers, "batch": run_batch, "n": args.n,
+                   "wall_s": round(wall, 2), "images_per_s_wall": round(args.n / wall)}  # fmt: skip
             row.update(closing_numbers(output) if code == 0 else {"failed": output[-2000:]})
             rows.append(row)
             print(row, flush=True)
     name = "predict_speed" + (f"_{args.tag}" if args.tag else "")
-    report(name, rows, ["reader", "workers", "n", "images_per_s", "setup_s", "images_s",
+    report(name, rows, ["reader", "workers", "batch", "n", "images_per_s", "setup_s", "images_s",
                         "star_s", "wall_s", "images_per_s_wall"])  # fmt: skip
     print(f"device: {torch.cuda.get_device_name(0) if args.device.startswith('cuda') else 'cpu'}"
           f"; results: {RESULTS / (name + '.json')}; {machine()['cpu_count']} CPUs")  # fmt: skip
