@@ -512,6 +512,26 @@ def test_predict_in_chunks_with_readers_matches_one_pass(trained, tmp_path, read
     assert np.allclose(amplitudes(a)[1], amplitudes(b)[1], atol=1e-4)
 
 
+@pytest.mark.parametrize("tta", [False, True])
+def test_short_batches_padded_as_on_a_gpu_predict_the_same(trained, tmp_path, monkeypatch, tta):
+    # On a GPU the last batch of a chunk is padded to the full batch (one input shape for
+    # cuDNN's benchmark mode); the padding must not change any prediction.
+    import importlib
+
+    predict_module = importlib.import_module("deephemnma.network.predict")
+    run, _ = trained
+    val_star = run / "splits" / "val.star"
+    kw = {"precision": "fp32", "progress": False, "chunk_size": 5, "batch_size": 3, "tta": tta}
+    predict(val_star, run, tmp_path / "plain.star", **kw)
+    monkeypatch.setattr(predict_module, "_pad_batches", lambda device: True)
+    predict(val_star, run, tmp_path / "padded.star", **kw)
+    a, b = read_particles(tmp_path / "plain.star"), read_particles(tmp_path / "padded.star")
+    rot_a, rot_b = (euler_to_matrix(torch.as_tensor(angles_deg(t))) for t in (a, b))
+    assert angular_error_deg(rot_a, rot_b).max() < 1e-3
+    assert np.allclose(shifts_A(a), shifts_A(b), atol=1e-5)
+    assert np.allclose(amplitudes(a)[1], amplitudes(b)[1], atol=1e-4)
+
+
 def test_predict_with_tta_is_equivariant_and_writes_the_spread(trained, tmp_path):
     # Rotating every particle image by 90° must rotate the TTA predictions exactly
     # (psi − 90°, shifts turned): the 8 copies of the turned images are the same 8 images.

@@ -144,6 +144,9 @@ def predict_chunks(
         if transform is not None:
             x = transform(x[:, 0], rows[positions])[:, None]
         x = loaded.normalization.apply(x)
+        n = len(positions)
+        if n < batch_size and _pad_batches(device):
+            x = torch.cat([x, x.new_zeros((batch_size - n, *x.shape[1:]))])
         if tta:
             phys = dihedral_predict(predict_one, x)
             if "matrices" in phys:
@@ -152,13 +155,22 @@ def predict_chunks(
             phys = predict_one(x)
         for key in ("amplitudes", "angles_deg", "shifts_A", "spread_deg"):
             if key in phys:
-                parts.setdefault(key, []).append(phys[key].double())
-        done += len(positions)
+                parts.setdefault(key, []).append(phys[key][:n].double())
+        done += n
         if bar is not None:
-            bar.advance(len(positions))
+            bar.advance(n)
         if done == ends[chunk]:
             yield {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
             parts, chunk = {}, chunk + 1
+
+
+def _pad_batches(device: torch.device) -> bool:
+    """Whether a short batch is padded to the full size: cuDNN's benchmark mode (on in
+    :func:`use_fast_kernels`) times its algorithms again for every new input shape, and the
+    particles' last batch (each chunk's, when the chunk size is not a multiple of the batch)
+    is usually one. Padding costs at most a batch of work per chunk; the network is in eval
+    mode, so the padding images do not change the others' predictions."""
+    return device.type == "cuda" and torch.backends.cudnn.benchmark
 
 
 def _check_reader(reader: str) -> str:
