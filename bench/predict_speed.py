@@ -11,8 +11,9 @@ again, so the page cache holds it, as on a second pass over a real data set. The
 ``deephemnma predict`` command once per ``--runs`` entry (``READER:WORKERS[:BATCH]``; -1:
 predict's default workers; the batch defaults to ``--batch-size``) with the default chunks,
 each in a fresh process, and records its wall time, the rate and the time split its closing
-line reports (set-up, images, STAR). Writes ``bench/results/predict_speed.json`` (``--tag``: ``predict_speed_TAG.json``)
-and prints a table. ``--work`` keeps the data for a rerun.
+line reports (set-up, images, STAR). Writes ``bench/results/predict_speed.json``
+(``--tag``: ``predict_speed_TAG.json``) and prints a table. ``--work`` keeps the data for a
+rerun.
 """
 
 from __future__ import annotations
