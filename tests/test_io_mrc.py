@@ -453,6 +453,19 @@ def test_prefetched_batches_come_in_order(two_long_stacks, threads, depth, ring)
         np.testing.assert_array_equal(x[:, 0].numpy(), everything[rows])
 
 
+def test_prefetch_ring_within_its_memory_cap(two_long_stacks, monkeypatch):
+    import torch
+
+    from deephemnma.io import prefetch
+
+    images, everything = two_long_stacks
+    monkeypatch.setattr(prefetch, "RING_BYTES", 1)  # two buffers, whatever the threads
+    batches = [np.arange(lo, min(lo + 9, 80)) for lo in range(0, 80, 9)]
+    got = list(prefetch.prefetch_images(images, batches, torch.device("cpu"), 4, ring=True))
+    for rows, x in zip(batches, got, strict=True):
+        np.testing.assert_array_equal(x[:, 0].numpy(), everything[rows])
+
+
 @pytest.mark.filterwarnings("ignore:Data array contains NaN")
 @pytest.mark.parametrize("threads", [0, 2])
 def test_prefetch_raises_at_the_bad_batch_and_stops_cleanly(tmp_path: Path, threads):

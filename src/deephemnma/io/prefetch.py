@@ -21,7 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["prefetch_images"]
+__all__ = ["RING_BYTES", "prefetch_images"]
+
+RING_BYTES = 1 << 30
+"""Host memory the ring may pin: 16 batches of 1,024 images of 128², 4 of 256²."""
 
 
 def prefetch_images(
@@ -50,6 +53,8 @@ def prefetch_images(
     if ring is None:
         ring = device.type == "cuda"
     buffers = _Ring(images, batches, depth, device) if ring else None
+    if buffers is not None:
+        depth = len(buffers.buffers)
     pending: collections.deque[Future] = collections.deque()
     with ThreadPoolExecutor(threads, thread_name_prefix="deephemnma-read") as pool:
         try:
@@ -76,13 +81,15 @@ def _submit(pool, images, rows: np.ndarray, buffers: _Ring | None, i: int) -> Fu
 
 
 class _Ring:
-    """``depth`` host buffers (pinned for a GPU); batch ``i`` is read into buffer
-    ``i % depth`` once its previous batch has been copied out of it."""
+    """``depth`` host buffers (pinned for a GPU), at most :data:`RING_BYTES` together but at
+    least two; batch ``i`` is read into buffer ``i % depth`` once its previous batch has been
+    copied out of it."""
 
     def __init__(self, images, batches: list[np.ndarray], depth: int, device: torch.device):
         self.images, self.device = images, device
         size = images.images(batches[0][:1]).shape[1:]
         largest = max(len(b) for b in batches)
+        depth = max(2, min(depth, RING_BYTES // (4 * largest * int(np.prod(size)))))
         pin = device.type == "cuda"
         self.buffers = [
             torch.empty((largest, *size), dtype=torch.float32, pin_memory=pin) for _ in range(depth)
