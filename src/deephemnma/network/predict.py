@@ -38,7 +38,7 @@ from deephemnma.network.data import ParticleDataset
 from deephemnma.network.model import decode, fold_batchnorm
 from deephemnma.network.train import bf16_fast, resolve_device, use_fast_kernels
 
-__all__ = ["predict", "predict_arrays", "predict_chunks", "prepare_for_inference"]
+__all__ = ["predict", "predict_chunks", "prepare_for_inference"]
 
 
 def prepare_for_inference(
@@ -59,37 +59,6 @@ def _use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and bf16_fast(device))
 
 
-def predict_arrays(
-    model: torch.nn.Module,
-    loaded: LoadedNetwork,
-    images,
-    rows: np.ndarray,
-    device: torch.device,
-    batch_size: int = 256,
-    bf16: bool = False,
-    channels_last: bool = True,
-    workers: int = 0,
-    bar=None,
-    transform=None,
-    tta: bool = False,
-    reader: str = "threads",
-) -> dict[str, np.ndarray]:
-    """Predictions for particle ``rows`` of ``images`` (a ParticleImages): ``amplitudes``
-    (n, M), ``angles_deg`` (n, 3), ``shifts_A`` (n, 2), float64, for the heads the net has.
-    ``transform``: from :func:`input_transform`, applied on the device before the
-    normalization. ``tta``: the consensus of the 8 dihedral copies of each image
-    (:mod:`deephemnma.network.tta`), with ``spread_deg`` (n,) when rotations are predicted.
-    ``workers``: threads that read ahead (:mod:`deephemnma.io.prefetch`; 0: none), or with
-    ``reader="processes"`` the processes of a torch DataLoader."""
-    if len(rows) == 0:
-        return {}
-    chunks = predict_chunks(
-        model, loaded, images, [np.asarray(rows)], device, batch_size, bf16, channels_last,
-        workers, bar, transform, tta, reader,
-    )  # fmt: skip
-    return next(iter(chunks))
-
-
 @torch.inference_mode()  # on a generator, torch enters it around each step, not across yields
 def predict_chunks(
     model: torch.nn.Module,
@@ -106,8 +75,14 @@ def predict_chunks(
     tta: bool = False,
     reader: str = "threads",
 ) -> Iterator[dict[str, np.ndarray]]:
-    """:func:`predict_arrays` for each (non-empty) array of particle rows in ``chunks``,
-    yielded chunk by chunk.
+    """Predictions for each (non-empty) array of particle rows in ``chunks`` of ``images`` (a
+    ParticleImages), yielded chunk by chunk: ``amplitudes`` (n, M), ``angles_deg`` (n, 3),
+    ``shifts_A`` (n, 2), float64, for the heads the net has. ``transform``: from
+    :func:`input_transform`, applied on the device before the normalization. ``tta``: the
+    consensus of the 8 dihedral copies of each image (:mod:`deephemnma.network.tta`), with
+    ``spread_deg`` (n,) when rotations are predicted. ``workers``: threads that read ahead
+    (:mod:`deephemnma.io.prefetch`; 0: none), or with ``reader="processes"`` the processes of
+    a torch DataLoader.
 
     One reader reads all the chunks, so its threads (or processes) start once rather than per
     chunk, and each chunk's results stay on the device until the chunk is complete: no copy to
@@ -278,7 +253,7 @@ def predict(
     "chunks_computed", "chunks_reused", "bf16"}``. ``stop_after_chunks`` ends early, as a
     kill would (for tests). ``tta``: test-time augmentation (:mod:`deephemnma.network.tta`;
     8× the work), which also writes each particle's pose spread (``deephemnmaPoseSpreadDeg``).
-    ``workers`` (−1: 4 on a GPU, none on the CPU) and ``reader`` as :func:`predict_arrays`.
+    ``workers`` (−1: 4 on a GPU, none on the CPU) and ``reader`` as :func:`predict_chunks`.
     The time is also given in parts: ``setup_seconds`` (reading the STAR and the network),
     ``compute_seconds`` (reading the images and predicting), ``write_seconds`` (the STAR)."""
     from deephemnma.io.mrc import ParticleImages
