@@ -10,15 +10,16 @@ change the speed), and writes a STAR of ``--n`` rows that go through the stack a
 again, so the page cache holds it, as on a second pass over a real data set. Then runs the
 ``deephemnma predict`` command once per ``--runs`` entry (``READER:WORKERS[:BATCH]``; -1:
 predict's default workers; the batch defaults to ``--batch-size``) with the default chunks,
-each in a fresh process, and records its wall time, the rate and the time split its closing
-line reports (set-up, images, STAR). Writes ``bench/results/predict_speed.json``
-(``--tag``: ``predict_speed_TAG.json``) and prints a table. ``--work`` keeps the data for a
-rerun.
+each in a fresh process, and records its wall time, its peak resident memory, and the rate
+and time split its closing line reports (set-up, images, STAR). Writes
+``bench/results/predict_speed.json`` (``--tag``: ``predict_speed_TAG.json``) and prints a
+table. ``--work`` keeps the data for a rerun.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -41,16 +42,25 @@ CLOSING = {
 }
 
 
-def deephemnma(args: list[str], cwd: Path, check: bool = True) -> tuple[float, str, int]:
-    """Run the CLI in a fresh process: (wall seconds, output, exit code); with ``check``,
-    exits on failure."""
+def deephemnma_rss(args: list[str], cwd: Path, check: bool = True) -> tuple[float, str, int, float]:
+    """Run the CLI in a fresh process: (wall seconds, output, exit code, the process's peak
+    resident memory in MB); with ``check``, exits on failure."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "deephemnma", *args], cwd=cwd, text=True,
-                          capture_output=True)  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-m", "deephemnma", *args], cwd=cwd, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    output = child.stdout.read()
+    # wait4 reports this child's own peak, where RUSAGE_CHILDREN would give the largest of all.
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = code = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
-    if check and done.returncode != 0:
-        raise SystemExit(f"deephemnma {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-    return wall, done.stdout + done.stderr, done.returncode
+    if check and code != 0:
+        raise SystemExit(f"deephemnma {' '.join(args)} failed:\n{output}")
+    return wall, output, code, usage.ru_maxrss / 1024
+
+
+def deephemnma(args: list[str], cwd: Path, check: bool = True) -> tuple[float, str, int]:
+    """As :func:`deephemnma_rss`, without the memory."""
+    return deephemnma_rss(args, cwd, check)[:3]
 
 
 def closing_numbers(output: str) -> dict:
@@ -106,18 +116,19 @@ def main() -> None:
         for run in args.runs.split(","):
             reader, workers, *size = run.split(":")
             run_batch = int(size[0]) if size else batch
-            wall, output, code = deephemnma(
+            wall, output, code, rss_MB = deephemnma_rss(
                 ["predict", "--particles", star.name, "--checkpoint", "run", "-o", "out.star",
                  "--device", args.device, "--batch-size", str(run_batch), "--workers", workers,
                  "--reader", reader, "--quiet"], work, check=False)  # fmt: skip
             row = {"reader": reader, "workers": workers, "batch": run_batch, "n": args.n,
-                   "wall_s": round(wall, 2), "images_per_s_wall": round(args.n / wall)}  # fmt: skip
+                   "wall_s": round(wall, 2), "images_per_s_wall": round(args.n / wall),
+                   "peak_rss_MB": round(rss_MB)}  # fmt: skip
             row.update(closing_numbers(output) if code == 0 else {"failed": output[-2000:]})
             rows.append(row)
             print(row, flush=True)
     name = "predict_speed" + (f"_{args.tag}" if args.tag else "")
     report(name, rows, ["reader", "workers", "batch", "n", "images_per_s", "setup_s", "images_s",
-                        "star_s", "wall_s", "images_per_s_wall"])  # fmt: skip
+                        "star_s", "wall_s", "images_per_s_wall", "peak_rss_MB"])  # fmt: skip
     print(f"device: {torch.cuda.get_device_name(0) if args.device.startswith('cuda') else 'cpu'}"
           f"; results: {RESULTS / (name + '.json')}; {machine()['cpu_count']} CPUs")  # fmt: skip
 

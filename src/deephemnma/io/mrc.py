@@ -229,7 +229,9 @@ class ParticleImages:
         self.pixel_size_check = pixel_size_check
         self.check_finite = check_finite
         self.max_open = max(1, int(max_open))
-        self._names = table.particles[IMAGE_NAME].astype(str).to_numpy()
+        # The names stay in the table's column (compact Arrow strings): a NumPy copy would hold
+        # one Python string per particle, 80 MB at 1,000,000 particles.
+        self._names = table.particles[IMAGE_NAME]
         self._index0, self._stack_code, self._stack_names, self._single = _split_image_names(
             self._names, table.path
         )
@@ -277,7 +279,7 @@ class ParticleImages:
                 out = np.empty((len(rows), *data.shape[1:]), dtype=np.float32)
             elif data.shape[1:] != out.shape[1:]:
                 raise InputError(
-                    f"particle row {rows[where[0]] + 1} ({self._names[rows[where[0]]]}): image "
+                    f"particle row {rows[where[0]] + 1} ({self._name(rows[where[0]])}): image "
                     "size differs from other particles in the same batch",
                     path=self._paths.get(int(code)),
                     expected=f"{out.shape[2]} × {out.shape[1]} px",
@@ -324,7 +326,10 @@ class ParticleImages:
 
     # -- internals ------------------------------------------------------------------------
     def _where(self, row: int) -> str:
-        return f"particle row {row + 1} ({IMAGE_NAME} '{self._names[row]}')"
+        return f"particle row {row + 1} ({IMAGE_NAME} '{self._name(row)}')"
+
+    def _name(self, row: int) -> str:
+        return str(self._names.iat[int(row)])
 
     def _resolve(self, code: int, row: int) -> Path:
         if code not in self._paths:
@@ -426,7 +431,7 @@ class ParticleImages:
                 path=path,
                 field=IMAGE_NAME,
                 expected="'<index>@<stack>'",
-                found=self._names[row],
+                found=self._name(row),
             )
         if self._expected_size is not None:
             expected = self._expected_size[rows]
@@ -473,13 +478,13 @@ def _gather(out: np.ndarray, dest: np.ndarray, data: np.ndarray, src: np.ndarray
 
 
 def _split_image_names(
-    names: np.ndarray, star_path: Path | None
+    names: pd.Series, star_path: Path | None
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """Vectorized :func:`parse_image_name` over all rows.
 
     Returns (index0 (N,) int64, stack code (N,) int64, stack names, single-file flag (N,)).
     """
-    s = pd.Series(names, dtype=str).str.strip()
+    s = names.astype(str).reset_index(drop=True).str.strip()
     parts = s.str.partition("@")
     single = (parts[1] == "").to_numpy()
     index_text = parts[0].where(~single, "1")
@@ -489,7 +494,7 @@ def _split_image_names(
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         try:  # reuse the single-name parser for a precise message
-            parse_image_name(names[row])
+            parse_image_name(names.iat[row])
         except InputError as exc:
             raise InputError(
                 f"particle row {row + 1}: {exc.message}",
@@ -502,7 +507,7 @@ def _split_image_names(
             f"particle row {row + 1}: bad image name",
             path=star_path,
             field=IMAGE_NAME,
-            found=str(names[row]),
+            found=str(names.iat[row]),
         )
     codes, uniques = pd.factorize(stack, sort=False)
     return (
