@@ -50,7 +50,7 @@ _rlnOpticsGroup #4
         "_rlnClassNumber #4\n_rlnGroupName #5\n"
         "1@a.mrcs 0001 1.5 1 'group one'\r\n"
         "# a comment line\n"
-        "2@a.mrcs 0002 nan 2 \"group two\"\r\n"
+        '2@a.mrcs 0002 nan 2 "group two"\r\n'
         "3@a.mrcs 0003 <NA> 3 g3\n"
         "\n"
         "data_model\nloop_\n_rlnReferenceImage #1\n_rlnClassDistribution #2\n1@c.mrcs 0.25\n"
