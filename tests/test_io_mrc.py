@@ -238,6 +238,21 @@ def test_single_image_files_and_cryosparc_prefix(tmp_path: Path):
     np.testing.assert_array_equal(images.images([0, 1]), np.stack([one[0], _images(2, 9.0)[1]]))
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.int16, np.uint16, np.int8])
+def test_stacks_of_other_pixel_types_read_as_float32(tmp_path: Path, dtype):
+    """MRC modes 12 (float16, RELION 5's ``--float16``), 1, 6 and 0, as other programs write
+    them; read into float32 in any order, into ``out=`` too."""
+    data = (np.random.default_rng(1).normal(size=(6, BOX, BOX)) * 20).astype(dtype)
+    with mrcfile.new(tmp_path / "s.mrcs") as m:  # independent writer
+        m.set_data(data)
+        m.voxel_size = 1.5
+    images = ParticleImages(_table([f"{i}@s.mrcs" for i in range(1, 7)], tmp_path / "p.star"))
+    expected = data[[5, 0, 2, 3]].astype(np.float32)
+    np.testing.assert_array_equal(images.images([5, 0, 2, 3]), expected)
+    out = np.empty((4, BOX, BOX), np.float32)
+    np.testing.assert_array_equal(images.images([5, 0, 2, 3], out=out), expected)
+
+
 def test_reading_one_image_of_a_big_stack_uses_the_memory_map(tmp_path: Path):
     # A 1.3 GB stack stored as a sparse file: only a memory map can read one image cheaply.
     n, box = 20_000, 128
