@@ -12,6 +12,7 @@ cryoSPARC job folders, a ``>`` prefix that some cryoSPARC versions put on paths,
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -344,6 +345,43 @@ def test_write_relocates_relative_image_paths(tmp_path: Path):
     )
     same_folder = read_particles(write_particles(tmp_path / "a" / "copy.star", t))
     assert same_folder.particles[star.IMAGE_NAME].tolist() == t.particles[star.IMAGE_NAME].tolist()
+
+
+def _one_name(name: str, new_stack) -> str:
+    """The per-name rule, written out independently of the vectorized code."""
+    index, stack = parse_image_name(name)
+    moved = new_stack(stack)
+    if moved is None:
+        return name
+    return moved if index is None else f"{index:06d}@{moved}"
+
+
+def test_stack_path_rewrites_of_many_names_equal_the_rule_for_one(tmp_path: Path):
+    """Relocation and absolute paths, rewritten once per stack, give name by name what the
+    per-name rule gives: indices of any width, single-image files, cryoSPARC's '>' prefix,
+    absolute paths, spaces around names, repeated names."""
+    old, new = tmp_path / "a" / "b", tmp_path / "c"
+    names = pd.Series([
+        "1@stacks/x.mrcs", "000002@stacks/x.mrcs", "1234567@../y.mrcs", "single.mrc",
+        "000003@>J3/extract/z.mrc", ">J3/one.mrc", "7@/data/abs.mrcs", "/data/abs_single.mrc",
+        " 000004@stacks/x.mrcs ", "1@stacks/x.mrcs",
+    ])  # fmt: skip
+
+    def relocated(stack):
+        return None if stack.startswith("/") else os.path.relpath(old / stack, new)
+
+    def absolute(stack):
+        return stack if stack.startswith("/") else (old / stack).resolve().as_posix()
+
+    moved = star.relocated_image_names(names, old, new).tolist()
+    assert moved == [_one_name(n, relocated) for n in names]
+    assert moved[0] == "000001@../a/b/stacks/x.mrcs" and moved[2] == "1234567@../a/y.mrcs"
+    assert moved[4] == "000003@../a/b/J3/extract/z.mrc" and moved[6] == "7@/data/abs.mrcs"
+    full = star.absolute_image_names(names, old).tolist()
+    assert full == [_one_name(n, absolute) for n in names]
+    assert full[6] == "000007@/data/abs.mrcs" and full[3] == (old / "single.mrc").as_posix()
+    with pytest.raises(InputError, match="≥ 1"):
+        star.relocated_image_names(pd.Series(["1@x.mrcs", "0@x.mrcs"]), old, new)
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def _per_particle_optics(table: ParticleTable) -> pd.DataFrame:
 
 def cryosparc_star_text(table: ParticleTable, group: str | None = None) -> str:
     """RELION 3.0 single-table STAR text for cryoSPARC (module docstring)."""
-    from deephemnma.analysis.tables import absolute_image_names
+    from deephemnma.io.star import absolute_image_names
 
     for label in (VOLTAGE, CS, AMPLITUDE_CONTRAST):
         column(table, label)  # InputError naming a missing microscope value
@@ -147,7 +147,7 @@ def write_group_star(
     absolute_paths: bool = False,
 ) -> Path:
     """Write one group's rows (``table`` already selected) as RELION or cryoSPARC STAR."""
-    from deephemnma.analysis.tables import absolute_image_names
+    from deephemnma.io.star import absolute_image_names
 
     path = Path(path)
     if fmt == "cryosparc":

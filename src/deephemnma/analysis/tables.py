@@ -23,8 +23,7 @@ from deephemnma.io.star import (
     OPTICS_GROUP_NAME,
     ParticleTable,
     amplitudes,
-    format_image_name,
-    parse_image_name,
+    relocated_image_names,
 )
 
 SCORE = "deephemnmaScore"
@@ -60,36 +59,6 @@ def common_amplitudes(
                 found=",".join(str(int(x)) for x in m),
             )
     return numbers[0].astype(np.int32), values
-
-
-def relocated_image_names(names: pd.Series, old_folder: Path, new_folder: Path) -> pd.Series:
-    """Image names whose relative stack paths (relative to ``old_folder``) are rewritten
-    relative to ``new_folder``; absolute paths are kept."""
-    old, new = Path(old_folder).resolve(), Path(new_folder).resolve()
-    names = names.astype(str)
-    if old == new:
-        return names
-    mapping = {}
-    for name in pd.unique(names):
-        index, stack = parse_image_name(name)
-        if Path(stack).is_absolute():
-            mapping[name] = name
-            continue
-        moved = Path(os.path.relpath(old / stack, new)).as_posix()
-        mapping[name] = moved if index is None else format_image_name(index, moved)
-    return names.map(mapping)
-
-
-def absolute_image_names(names: pd.Series, folder: Path) -> pd.Series:
-    """Image names with every stack path made absolute (resolved against ``folder``)."""
-    folder = Path(folder).resolve()
-    names = names.astype(str)
-    mapping = {}
-    for name in pd.unique(names):
-        index, stack = parse_image_name(name)
-        path = Path(stack) if Path(stack).is_absolute() else (folder / stack).resolve()
-        mapping[name] = path.as_posix() if index is None else format_image_name(index, path)
-    return names.map(mapping)
 
 
 def _optics_key(row: pd.Series) -> tuple:

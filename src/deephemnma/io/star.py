@@ -377,21 +377,57 @@ def _cell_text(x) -> str:
 
 
 def _relocated_image_names(particles: pd.DataFrame, old: Path, new: Path) -> pd.DataFrame:
-    old, new = old.resolve(), new.resolve()
-    if old == new:
+    if Path(old).resolve() == Path(new).resolve():
         return particles
-    names = particles[IMAGE_NAME].astype(str)
-    mapping = {}
-    for name in pd.unique(names):
-        index, stack = parse_image_name(name)
-        if Path(stack).is_absolute():
-            mapping[name] = name
-            continue
-        moved = Path(os.path.relpath(old / stack, new)).as_posix()
-        mapping[name] = moved if index is None else format_image_name(index, moved)
     particles = particles.copy()
-    particles[IMAGE_NAME] = names.map(mapping)
+    particles[IMAGE_NAME] = relocated_image_names(particles[IMAGE_NAME], old, new)
     return particles
+
+
+def relocated_image_names(names: pd.Series, old_folder: Path, new_folder: Path) -> pd.Series:
+    """Image names whose relative stack paths (relative to ``old_folder``) are rewritten
+    relative to ``new_folder``; names with absolute paths are kept as they are."""
+    old, new = Path(old_folder).resolve(), Path(new_folder).resolve()
+    if old == new:
+        return names.astype(str)
+
+    def moved(stack: str) -> str | None:
+        return None if Path(stack).is_absolute() else os.path.relpath(old / stack, new)
+
+    return map_stack_paths(names, moved)
+
+
+def absolute_image_names(names: pd.Series, folder: Path) -> pd.Series:
+    """Image names with every stack path made absolute (resolved against ``folder``)."""
+    folder = Path(folder).resolve()
+    return map_stack_paths(
+        names, lambda stack: stack if Path(stack).is_absolute() else (folder / stack).resolve()
+    )
+
+
+def map_stack_paths(names: pd.Series, new_path) -> pd.Series:
+    """``rlnImageName`` values with each stack path ``p`` replaced by ``new_path(p)`` (a path,
+    written with ``/``; or None to keep the name exactly as it is), and the index written with
+    six digits, as :func:`format_image_name`. ``new_path`` is called once per distinct stack,
+    not per particle: a million particles name a few thousand stacks. Raises
+    :class:`InputError` for the first malformed name, as :func:`parse_image_name`."""
+    names = names.astype(str)
+    parts = names.str.strip().str.partition("@")
+    index_text, path = parts[0].to_numpy(), parts[2].to_numpy()
+    has_index = (parts[1] == "@").to_numpy()
+    stack = pd.Series(np.where(has_index, path, index_text), dtype=str).str.lstrip(">")
+    index = pd.to_numeric(pd.Series(np.where(has_index, index_text, "1")), errors="coerce")
+    bad = (index.isna() | (index < 1) | (stack == "")).to_numpy()
+    if bad.any():
+        parse_image_name(names.iat[int(np.flatnonzero(bad)[0])])  # raises the precise error
+    codes, stacks = pd.factorize(stack)
+    mapped = [new_path(str(s)) for s in stacks]
+    keep = np.array([m is None for m in mapped], dtype=bool)[codes]
+    paths = np.array(["" if m is None else Path(m).as_posix() for m in mapped], dtype=object)
+    moved = pd.Series(paths[codes], dtype=str)
+    indexed = index.astype(np.int64).astype(str).str.zfill(6) + "@" + moved
+    rewritten = np.where(keep, names.to_numpy(), np.where(has_index, indexed, moved))
+    return pd.Series(rewritten, index=names.index, dtype=str)
 
 
 # --------------------------------------------------------------------------------------------
