@@ -72,19 +72,27 @@ def closing_numbers(output: str) -> dict:
     return {k: float(m.group(1).replace(",", "")) for k, m in found.items() if m}
 
 
-def prepare(work: Path, args) -> Path:
-    """The simulated stack, a network trained on it, and the ``--n``-row STAR."""
-    big = work / f"rows_{args.n}.star"
+def stack_and_network(work: Path, stack: int, size: int, device: str):
+    """``stack`` paper-ak images of ``size``² simulated in ``work/sim`` (0.65 Å at 128²) and
+    a network trained for one epoch on 300 of them in ``work/run``; reused when present.
+    Returns the simulation's ParticleTable."""
     if not (work / "sim" / "particles.star").exists():
-        deephemnma(["simulate", "-n", str(args.stack), "--image-size", str(args.size),
-                    "--pixel-size", f"{0.65 * 128 / args.size:.6g}", "--device",
-                    args.device, "-o", "sim", "--quiet"], work)  # fmt: skip
+        deephemnma(["simulate", "-n", str(stack), "--image-size", str(size),
+                    "--pixel-size", f"{0.65 * 128 / size:.6g}", "--device",
+                    device, "-o", "sim", "--quiet"], work)  # fmt: skip
     table = read_particles(work / "sim" / "particles.star")
     if not (work / "run" / "best.pt").exists():
         write_particles(work / "train.star", select(table, range(min(300, len(table)))))
         deephemnma(["train", "--labels", "train.star", "-o", "run", "--epochs", "1",
                     "--val", "50", "--test", "50", "--batch-size", "50", "--device",
-                    args.device, "--quiet"], work)  # fmt: skip
+                    device, "--quiet"], work)  # fmt: skip
+    return table
+
+
+def prepare(work: Path, args) -> Path:
+    """The simulated stack, a network trained on it, and the ``--n``-row STAR."""
+    big = work / f"rows_{args.n}.star"
+    table = stack_and_network(work, args.stack, args.size, args.device)
     if not big.exists():
         repeat = -(-args.n // len(table))
         rows = pd.concat([table.particles] * repeat, ignore_index=True).iloc[: args.n]

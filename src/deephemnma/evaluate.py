@@ -56,6 +56,7 @@ from deephemnma.io.star import (
     angles_deg,
     optional_column,
     shifts_A,
+    split_image_names,
 )
 
 GROSS_THRESHOLD_DEG = 10.0
@@ -82,18 +83,14 @@ __all__ = [
 
 def image_keys(table: ParticleTable) -> pd.Index:
     """``"<index>@<resolved stack path>"`` for every row (vectorized over unique stacks)."""
-    names = table.particles[IMAGE_NAME].astype(str).str.strip()
-    parts = names.str.partition("@")
-    has_at = parts[1] == "@"
-    index = parts[0].where(has_at, "")
-    stack = parts[2].where(has_at, parts[0]).str.lstrip(">")
+    split = split_image_names(table.particles[IMAGE_NAME], table.path)
     folder = table.folder
-    resolved = {}
-    for value in pd.unique(stack):
-        path = Path(value)
-        resolved[value] = str(path if path.is_absolute() else (folder / path).resolve())
-    index = index.str.lstrip("0")
-    return pd.Index(index + "@" + stack.map(resolved))
+    resolved = np.array(
+        [str(Path(s) if Path(s).is_absolute() else (folder / s).resolve()) for s in split.stacks],
+        dtype=object,
+    )
+    index = pd.Series(split.index).astype(str).where(split.has_index, "")
+    return pd.Index(index + "@" + pd.Series(resolved[split.codes], dtype=str))
 
 
 def match_rows(

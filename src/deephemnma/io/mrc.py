@@ -51,7 +51,7 @@ from deephemnma.io.star import (
     ParticleTable,
     format_image_name,
     optional_column,
-    parse_image_name,
+    split_image_names,
 )
 
 PIXEL_SIZE_RTOL = 0.01  # header vs STAR pixel size: above 1 % is an error (see module docstring)
@@ -232,9 +232,9 @@ class ParticleImages:
         # The names stay in the table's column (compact Arrow strings): a NumPy copy would hold
         # one Python string per particle, 80 MB at 1,000,000 particles.
         self._names = table.particles[IMAGE_NAME]
-        self._index0, self._stack_code, self._stack_names, self._single = _split_image_names(
-            self._names, table.path
-        )
+        split = split_image_names(self._names, table.path)
+        self._index0, self._single = split.index - 1, ~split.has_index
+        self._stack_code, self._stack_names = split.codes, split.stacks
         self._expected_size = optional_column(table, IMAGE_SIZE)
         self._star_pixel_A = optional_column(table, IMAGE_PIXEL_SIZE)
         self._paths: dict[int, Path] = {}
@@ -475,47 +475,6 @@ def _gather(out: np.ndarray, dest: np.ndarray, data: np.ndarray, src: np.ndarray
         return
     for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(src)], strict=True):
         out[dest[a] : dest[a] + b - a] = data[src[a] : src[a] + b - a]
-
-
-def _split_image_names(
-    names: pd.Series, star_path: Path | None
-) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
-    """Vectorized :func:`parse_image_name` over all rows.
-
-    Returns (index0 (N,) int64, stack code (N,) int64, stack names, single-file flag (N,)).
-    """
-    s = names.astype(str).reset_index(drop=True).str.strip()
-    parts = s.str.partition("@")
-    single = (parts[1] == "").to_numpy()
-    index_text = parts[0].where(~single, "1")
-    stack = parts[2].where(~single, parts[0]).str.lstrip(">")
-    index = pd.to_numeric(index_text, errors="coerce")
-    bad = (index.isna() | (index < 1) | (stack == "")).to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        try:  # reuse the single-name parser for a precise message
-            parse_image_name(names.iat[row])
-        except InputError as exc:
-            raise InputError(
-                f"particle row {row + 1}: {exc.message}",
-                path=star_path,
-                field=IMAGE_NAME,
-                expected=exc.expected,
-                found=exc.found,
-            ) from None
-        raise InputError(
-            f"particle row {row + 1}: bad image name",
-            path=star_path,
-            field=IMAGE_NAME,
-            found=str(names.iat[row]),
-        )
-    codes, uniques = pd.factorize(stack, sort=False)
-    return (
-        index.to_numpy(dtype=np.int64) - 1,
-        codes.astype(np.int64),
-        [str(u) for u in uniques],
-        single,
-    )
 
 
 def fill_image_size(table: ParticleTable, root: str | os.PathLike | None = None) -> ParticleTable:

@@ -410,24 +410,61 @@ def map_stack_paths(names: pd.Series, new_path) -> pd.Series:
     written with ``/``; or None to keep the name exactly as it is), and the index written with
     six digits, as :func:`format_image_name`. ``new_path`` is called once per distinct stack,
     not per particle: a million particles name a few thousand stacks. Raises
-    :class:`InputError` for the first malformed name, as :func:`parse_image_name`."""
+    :class:`InputError` for the first malformed name (:func:`split_image_names`)."""
+    split = split_image_names(names)
+    mapped = [new_path(s) for s in split.stacks]
+    keep = np.array([m is None for m in mapped], dtype=bool)[split.codes]
+    paths = np.array(["" if m is None else Path(m).as_posix() for m in mapped], dtype=object)
+    moved = pd.Series(paths[split.codes], dtype=str)
+    indexed = pd.Series(split.index, dtype=np.int64).astype(str).str.zfill(6) + "@" + moved
     names = names.astype(str)
-    parts = names.str.strip().str.partition("@")
-    index_text, path = parts[0].to_numpy(), parts[2].to_numpy()
+    rewritten = np.where(keep, names.to_numpy(), np.where(split.has_index, indexed, moved))
+    return pd.Series(rewritten, index=names.index, dtype=str)
+
+
+@dataclass(frozen=True)
+class ImageNames:
+    """``rlnImageName`` values split (:func:`split_image_names`): per row the 1-based
+    ``index`` (1 for a single-image file), whether the name has one (``has_index``) and the
+    stack as a code into ``stacks`` (distinct paths, ``>`` prefix removed, in order of first
+    appearance)."""
+
+    index: np.ndarray
+    has_index: np.ndarray
+    codes: np.ndarray
+    stacks: list[str]
+
+
+def split_image_names(names: pd.Series, star_path: str | os.PathLike | None = None) -> ImageNames:
+    """:func:`parse_image_name` over every row, vectorized. Raises :class:`InputError` naming
+    the first malformed row (1-based) and ``star_path``."""
+    text = names.astype(str).reset_index(drop=True).str.strip()
+    parts = text.str.partition("@")
     has_index = (parts[1] == "@").to_numpy()
-    stack = pd.Series(np.where(has_index, path, index_text), dtype=str).str.lstrip(">")
-    index = pd.to_numeric(pd.Series(np.where(has_index, index_text, "1")), errors="coerce")
+    stack = parts[2].where(has_index, parts[0]).str.lstrip(">")
+    index = pd.to_numeric(parts[0].where(has_index, "1"), errors="coerce")
     bad = (index.isna() | (index < 1) | (stack == "")).to_numpy()
     if bad.any():
-        parse_image_name(names.iat[int(np.flatnonzero(bad)[0])])  # raises the precise error
-    codes, stacks = pd.factorize(stack)
-    mapped = [new_path(str(s)) for s in stacks]
-    keep = np.array([m is None for m in mapped], dtype=bool)[codes]
-    paths = np.array(["" if m is None else Path(m).as_posix() for m in mapped], dtype=object)
-    moved = pd.Series(paths[codes], dtype=str)
-    indexed = index.astype(np.int64).astype(str).str.zfill(6) + "@" + moved
-    rewritten = np.where(keep, names.to_numpy(), np.where(has_index, indexed, moved))
-    return pd.Series(rewritten, index=names.index, dtype=str)
+        row = int(np.flatnonzero(bad)[0])
+        try:  # the single-name parser gives the precise message
+            parse_image_name(text.iat[row])
+            message, expected, found = "bad image name", None, text.iat[row]
+        except InputError as exc:
+            message, expected, found = exc.message, exc.expected, exc.found
+        raise InputError(
+            f"particle row {row + 1}: {message}",
+            path=star_path,
+            field=IMAGE_NAME,
+            expected=expected,
+            found=found,
+        )
+    codes, stacks = pd.factorize(stack, sort=False)
+    return ImageNames(
+        index.to_numpy(dtype=np.int64),
+        has_index,
+        codes.astype(np.int64),
+        [str(u) for u in stacks],
+    )
 
 
 # --------------------------------------------------------------------------------------------
