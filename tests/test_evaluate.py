@@ -193,6 +193,14 @@ def test_matching_by_order_and_errors():
     assert (result["n"], result["n_unmatched"]) == (2, 1)
 
 
+def test_malformed_image_name_is_named_with_its_row():
+    bad = _predicted()
+    bad["rlnImageName"] = ["000001@s.mrcs", "0@s.mrcs", "000003@s.mrcs"]
+    with pytest.raises(InputError, match="particle row 2") as err:
+        match_rows(_table(bad), _table(TRUTH))
+    assert err.value.field == "rlnImageName"
+
+
 def test_matching_survives_a_table_written_elsewhere(tmp_path):
     truth_path = tmp_path / "a" / "truth.star"
     truth_path.parent.mkdir()
