@@ -1,14 +1,16 @@
 """Reading particle images for prediction: how fast each reader feeds the device.
 
     python bench/read_images.py --n 81920 --size 128 --batch 1024 --workers 0,1,2
+    python bench/read_images.py --files 1000 --order random --workers 0 --tag random
 
-Writes a stack of ``--stack`` random images (``--size``²) and a STAR whose rows go through
-it again and again (``--n`` rows; the page cache holds the stack, as on a second pass over
-a real data set), then times predict's readers over all rows in batches of ``--batch``, to
+Writes ``--stack`` random images (``--size``²) in ``--files`` stacks and a STAR whose rows go
+through them again and again (``--n`` rows; the page cache holds the stacks, as on a second
+pass over a real data set; ``--order random`` shuffles the rows, as training batches and some
+exports are), then times predict's readers over all rows in batches of ``--batch``, to
 ``--device``, with no network: the ``threads`` reader (:mod:`deephemnma.io.prefetch`) and
 the ``processes`` reader (a torch DataLoader), for each number of workers. Also
 ``ParticleImages.images`` alone, into a new array per batch and into one reused buffer.
-Each figure is the best of ``--repeats``. Writes ``bench/results/read_images.json``.
+Each figure is the best of ``--repeats``. Writes ``bench/results/read_images[_TAG].json``.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from deephemnma.io.mrc import ParticleImages, write_stack
 from deephemnma.io.star import ParticleTable, make_optics, read_particles, write_particles
 
 
-def make_particles(folder: Path, n: int, stack: int, size: int) -> Path:
+def make_particles(folder: Path, n: int, stack: int, size: int, files: int = 1) -> Path:
     images = np.random.default_rng(0).normal(size=(stack, size, size)).astype(np.float32)
-    write_stack(folder / "s.mrcs", images, 1.0)
-    names = [f"{i % stack + 1}@s.mrcs" for i in range(n)]
+    per_file = -(-stack // files)
+    for k in range(files):
+        write_stack(folder / f"s{k:05d}.mrcs", images[k * per_file : (k + 1) * per_file], 1.0)
+    names = [f"{i % stack % per_file + 1}@s{i % stack // per_file:05d}.mrcs" for i in range(n)]
     particles = pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": 1})
     star = folder / "particles.star"
     write_particles(star, ParticleTable(make_optics(1.0, size, 300, 2.7, 0.1), particles, star))
@@ -56,14 +60,20 @@ def main() -> None:
     p.add_argument("--workers", default="0,1,2", help="reader threads / processes to try")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--files", type=int, default=1, help="stack files the images are split into")
+    p.add_argument("--order", choices=("sequential", "random"), default="sequential")
+    p.add_argument("--tag", default="")
     args = p.parse_args()
     predict = importlib.import_module("deephemnma.network.predict")
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        star = make_particles(Path(tmp), args.n, min(args.stack, args.n), args.size)
+        stack = min(args.stack, args.n)
+        star = make_particles(Path(tmp), args.n, stack, args.size, min(args.files, stack))
         images = ParticleImages(read_particles(star))
         rows = np.arange(args.n)
+        if args.order == "random":
+            rows = np.random.default_rng(1).permutation(args.n)
         batches = [rows[b : b + args.batch] for b in range(0, args.n, args.batch)]
         results = []
 
@@ -89,7 +99,9 @@ def main() -> None:
                 record(reader, workers, run)
     for row in results:
         row["images_per_s"] = round(row["images_per_s"])
-    report("read_images", results, ["reader", "workers", "images_per_s"])
+    name = "read_images" + (f"_{args.tag}" if args.tag else "")
+    report(name, results, ["reader", "workers", "images_per_s"])
+    print(f"{args.n} rows over {min(args.files, args.stack)} stack file(s), {args.order} order")
 
 
 if __name__ == "__main__":

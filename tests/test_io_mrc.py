@@ -162,6 +162,58 @@ def test_lru_limits_open_files_and_pickle(project):
     np.testing.assert_array_equal(clone.images([12, 2]), everything[[12, 2]])
 
 
+def test_stacks_closed_by_the_lru_reopen_without_the_header(project, monkeypatch):
+    """The header is read and checked once per stack; a stack the LRU closed is mapped again
+    from its recorded layout."""
+    star_path, stacks = project
+    everything = np.concatenate(stacks)
+    headers: list[str] = []
+    real = mrcfile.mmap
+    monkeypatch.setattr(
+        mrcfile, "mmap", lambda name, **kw: headers.append(name) or real(name, **kw)
+    )
+    images = ParticleImages(read_particles(star_path), max_open=1)
+    for _ in range(3):
+        np.testing.assert_array_equal(images.images([0, 12, 5]), everything[[0, 12, 5]])
+    assert len(headers) == 3 and images.n_opened > 3
+
+
+def test_random_batches_over_many_stacks(tmp_path: Path):
+    """Batches drawn at random from 60 stacks (most stacks give one image per batch), with
+    repeated rows, against the images written."""
+    stacks = [_images(5, 100.0 * k) for k in range(60)]
+    names = []
+    for k, stack in enumerate(stacks):
+        write_stack(tmp_path / f"s{k:02d}.mrcs", stack, 1.5)
+        names += [f"{i + 1}@s{k:02d}.mrcs" for i in range(len(stack))]
+    everything = np.concatenate(stacks)
+    rng = np.random.default_rng(3)
+    for max_open in (None, 7):
+        images = ParticleImages(_table(names, tmp_path / "p.star"), max_open=max_open)
+        for _ in range(20):
+            order = rng.integers(0, len(names), size=int(rng.integers(1, 90)))
+            np.testing.assert_array_equal(images.images(order), everything[order])
+    assert ParticleImages(_table(names, tmp_path / "p.star")).max_open == 60
+
+
+def test_default_max_open_raises_the_open_file_limit_when_needed(monkeypatch):
+    import resource
+
+    limits = {"now": (1024, 8192)}
+    monkeypatch.setattr(resource, "getrlimit", lambda _: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda _, value: limits.update(now=value))
+    assert mrc_io.default_max_open(100) == 100 and limits["now"] == (1024, 8192)
+    assert mrc_io.default_max_open(3000) == 3000 and limits["now"] == (8192, 8192)
+    assert mrc_io.default_max_open(10_000) == 4096  # half of the hard limit: the rest for others
+
+    def refused(*_):
+        raise ValueError("not permitted")
+
+    limits["now"] = (1024, 8192)
+    monkeypatch.setattr(resource, "setrlimit", refused)
+    assert mrc_io.default_max_open(3000) == 512
+
+
 @pytest.fixture()
 def two_long_stacks(tmp_path: Path) -> tuple[ParticleImages, np.ndarray]:
     stacks = [_images(40, 1000.0), _images(40, 2000.0)]
