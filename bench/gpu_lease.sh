@@ -8,7 +8,7 @@
 #
 # speed: `deephemnma predict` end to end on 200,000 rows with each reader
 #   (bench/predict_speed.py; goal >= 20,000 images/s on one H100), then the readers alone
-#   (bench/read_images.py).
+#   (bench/read_images.py), in order from one stack and at random over 1,000 stacks.
 # accuracy: bench/stage2_gpu.sh on the paper's protocol with Stage-1 labels (docs/gpu.md,
 #   "The next lease"): 20,000 + 10,000 GPU-rendered images; `align --device cuda` labels image
 #   set 1 (ground truth instead past STAGE1_S); the default recipe with the signal swap
@@ -38,7 +38,9 @@ if [ "$PART" = all ] || [ "$PART" = speed ]; then
   timeout 150 python3 bench/predict_speed.py --device cuda --n 200000 \
     --work /tmp/deephemnma-predict-speed | tail -12
   timeout 45 python3 bench/read_images.py --workers 0,2,4,8 --repeats 1 | tail -14
-  cp bench/results/predict_speed.json bench/results/read_images.json "$OUT/" 2>/dev/null
+  timeout 30 python3 bench/read_images.py --files 1000 --order random --workers 0,4 \
+    --repeats 1 --tag random | tail -12
+  cp bench/results/predict_speed.json bench/results/read_images*.json "$OUT/" 2>/dev/null
   echo "speed: ${SECONDS} s"
 fi
 if [ "$PART" = all ] || [ "$PART" = accuracy ]; then
