@@ -194,6 +194,9 @@ def test_random_batches_over_many_stacks(tmp_path: Path):
             order = rng.integers(0, len(names), size=int(rng.integers(1, 90)))
             np.testing.assert_array_equal(images.images(order), everything[order])
     assert ParticleImages(_table(names, tmp_path / "p.star")).max_open == 60
+    assert images.images([]).shape == (0, 0, 0)
+    empty = np.empty((0, BOX, BOX), np.float32)
+    assert images.images([], out=empty) is empty
 
 
 def test_default_max_open_raises_the_open_file_limit_when_needed(monkeypatch):

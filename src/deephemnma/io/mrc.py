@@ -314,17 +314,17 @@ class ParticleImages:
             out.dtype != np.float32 or len(out) != len(rows) or not out.flags.c_contiguous
         ):
             raise ValueError(f"out must be C-contiguous float32 with {len(rows)} images")
+        if rows.size == 0:
+            return out if out is not None else np.empty((0, 0, 0), dtype=np.float32)
         codes, local = self._stack_code[rows], self._index0[rows]
         # Stack by stack, each in increasing index order (sequential I/O): one sort for all.
         order = np.lexsort((local, codes))
         ends = np.r_[np.flatnonzero(np.diff(codes[order])) + 1, len(rows)]
-        starts = np.r_[0, ends[:-1]] if rows.size else ends[:0]
+        starts = np.r_[0, ends[:-1]]
         with self._lock:  # opening, the LRU and the checks; the copies run outside
             stacks = [self._data(int(codes[order[a]]), int(rows[order[a]])) for a in starts]
             self._check_rows(rows, codes, local)
         if out is None:
-            if not stacks:
-                return np.empty((0, 0, 0), dtype=np.float32)
             out = np.empty((len(rows), *stacks[0].shape[1:]), dtype=np.float32)
         for data, a, b in zip(stacks, starts, ends, strict=True):
             if data.shape[1:] != out.shape[1:]:
