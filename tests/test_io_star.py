@@ -382,6 +382,8 @@ def test_stack_path_rewrites_of_many_names_equal_the_rule_for_one(tmp_path: Path
     assert full[6] == "000007@/data/abs.mrcs" and full[3] == (old / "single.mrc").as_posix()
     with pytest.raises(InputError, match="≥ 1"):
         star.relocated_image_names(pd.Series(["1@x.mrcs", "0@x.mrcs"]), old, new)
+    with pytest.raises(InputError, match="particle row 2: image index before '@' is not an"):
+        star.split_image_names(pd.Series(["1@x.mrcs", "1.5@x.mrcs"]))
 
 
 # -- errors -----------------------------------------------------------------------------------

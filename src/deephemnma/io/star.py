@@ -443,7 +443,7 @@ def split_image_names(names: pd.Series, star_path: str | os.PathLike | None = No
     has_index = (parts[1] == "@").to_numpy()
     stack = parts[2].where(has_index, parts[0]).str.lstrip(">")
     index = pd.to_numeric(parts[0].where(has_index, "1"), errors="coerce")
-    bad = (index.isna() | (index < 1) | (stack == "")).to_numpy()
+    bad = (index.isna() | (index < 1) | (index % 1 != 0) | (stack == "")).to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         try:  # the single-name parser gives the precise message
