@@ -58,6 +58,8 @@ _rlnOpticsGroup #4
     "empty_loop": "data_optics\nloop_\n_rlnOpticsGroup #1\n_rlnImageSize #2\n\n"
     "data_particles\nloop_\n_rlnImageName #1\n1@a.mrcs\n",
     "no_trailing_newline": "data_particles\nloop_\n_rlnImageName #1\n_rlnAngleRot #2\n1@a.mrcs 3",
+    "empty_strings": "data_\nloop_\n_rlnImageName #1\n_rlnComment #2\n_rlnAngleRot #3\n"
+    "1@a.mrcs \"\" 1.5\n2@a.mrcs '' 2.5\n",  # a column of empty strings stays text
 }
 
 
