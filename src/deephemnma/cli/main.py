@@ -3,6 +3,8 @@ messages with a non-zero exit code instead of tracebacks."""
 
 from __future__ import annotations
 
+import os
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -49,7 +51,10 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI; report :class:`InputError` without a traceback (exit 2)."""
+    """Entry point: run the CLI; report :class:`InputError` without a traceback (exit 2),
+    and a failure of the system under a command (disk full, permission denied, too many open
+    files: ``OSError``) in one line too (exit 1; ``DEEPHEMNMA_TRACEBACK=1`` shows the
+    traceback)."""
     _register()
     try:
         code = app(args=argv, standalone_mode=False)
@@ -58,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         # or field name with brackets is not rich markup.
         _err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
+    except OSError as exc:
+        if os.environ.get("DEEPHEMNMA_TRACEBACK"):
+            raise
+        _err.print(f"[bold red]error:[/] {escape(_os_error_text(exc))}", highlight=False,
+                   soft_wrap=True)  # fmt: skip
+        return 1
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -76,3 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         raise
     return code if isinstance(code, int) else 0
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``"<file>: <reason>"`` as the system says it (``No space left on device``)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    files = [f for f in (exc.filename, getattr(exc, "filename2", None)) if f is not None]
+    where = " → ".join(str(f) for f in files)
+    return f"{where}: {reason}" if where else reason
