@@ -9,8 +9,9 @@ network's share of a CPU run to minutes) and a network is trained for one epoch 
 them: its accuracy is not the point here, speed and memory are. The ``--n`` rows go through
 the stack again and again, each pass under other file names (hard links: ``evaluate`` matches
 images by their resolved paths, which symbolic links would merge), so that every row names a
-distinct image, as in a real data set of ``n / stack`` stacks, and the simulation's ground
-truth is every row's truth. Writes ``bench/results/million[_TAG].json`` and a table.
+distinct image, as in a real data set spread over many stacks (1,000 for the defaults:
+``simulate`` writes 1,000 images a stack), and the simulation's ground truth is every row's
+truth. Writes ``bench/results/million[_TAG].json`` and a table.
 """
 
 from __future__ import annotations
