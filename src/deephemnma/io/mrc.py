@@ -2,9 +2,11 @@
 
 Arrays follow ``mrcfile``'s order: volumes ``[z, y, x]``, stacks ``[n, y, x]``.
 
-Particle images (:class:`ParticleImages`) are read through memory maps: each distinct stack is
-opened once (lazily, read-only, ``permissive=False``) and only the requested images are copied
-out, so a batch costs what it reads, not the size of the stacks. Image paths come from
+Particle images (:class:`ParticleImages`): each distinct stack's header is read and checked
+once (lazily, ``permissive=False``); after that only the requested images are read, by
+positional reads straight into the caller's array, so a batch costs what it reads, not the
+size of the stacks, and the process maps nothing (memory maps kept open would count every
+image read so far in its resident memory). Image paths come from
 ``rlnImageName`` (``"000123@stacks/a.mrcs"``, 1-based; or ``"single.mrc"`` for a file holding one
 image) and are resolved
 
@@ -31,7 +33,6 @@ import os
 import re
 import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -202,46 +203,16 @@ class _Layout:
     shape: tuple[int, int, int]
 
 
-MAX_OPEN_FILES = 65536
-
-
-def default_max_open(n_stacks: int) -> int:
-    """Memory maps :class:`ParticleImages` keeps open by default: every one of ``n_stacks``
-    if half of the process's limit on open files allows it (each map holds one file
-    descriptor; the other half is left to everything else), else that half.
-
-    The soft limit is raised towards the hard one (at most :data:`MAX_OPEN_FILES`) when the
-    stacks need it. Reopening a map costs ~15 µs, so an LRU smaller than the stacks that
-    random batches touch (training, a STAR in random order) spends its time reopening:
-    50,000 random reads over 1,000 stacks ran at 7,600 images/s with 64 open maps."""
-    try:
-        import resource
-    except ImportError:  # Windows: no such limit on file handles
-        return max(64, n_stacks)
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        infinite = resource.RLIM_INFINITY
-        if soft != infinite and 2 * n_stacks > soft:
-            target = MAX_OPEN_FILES if hard == infinite else min(hard, MAX_OPEN_FILES)
-            if target > soft:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-                soft = target
-    except (ValueError, OSError):
-        pass
-    allowed = MAX_OPEN_FILES if soft == resource.RLIM_INFINITY else soft // 2
-    return max(1, min(max(n_stacks, 1), allowed))
-
-
 class ParticleImages:
-    """Random access to the particle images of a :class:`ParticleTable`, memory-mapped.
+    """Random access to the particle images of a :class:`ParticleTable`.
 
     ``images(indices)`` returns float32 ``[b, y, x]`` for 0-based table rows, in the requested
-    order, across any number of stacks. Stacks are opened lazily. The first opening reads and
-    checks the MRC header (mrcfile) and records where the pixels lie; the stack then stays
-    memory-mapped as a plain array. An LRU keeps at most ``max_open`` maps (default: every
-    stack, when the limit on open files allows it, :func:`default_max_open`); a stack closed
-    by the LRU is mapped again from its recorded layout, without the header. The object can be
-    pickled (open maps are dropped and reopened), e.g. for data-loader worker processes.
+    order, across any number of stacks. The first time a stack is needed its MRC header is
+    read and checked (mrcfile) and where its pixels lie is recorded. Each call then opens the
+    stacks it needs (~1 µs each), reads each run of consecutive images with one positional
+    read into the output array, and closes them: nothing stays mapped or open between calls,
+    so random batches over thousands of stacks cost what they read, and memory stays bounded.
+    The object can be pickled, e.g. for data-loader worker processes.
 
     Every problem is an :class:`InputError` that names the particle row (1-based, as in the
     file), its ``rlnImageName`` and the stack: missing stack file, index out of range,
@@ -255,7 +226,6 @@ class ParticleImages:
         root: str | os.PathLike | None = None,
         pixel_size_check: str = "error",
         check_finite: bool = True,
-        max_open: int | None = None,
     ) -> None:
         if pixel_size_check not in _PIXEL_SIZE_CHECKS:
             raise InputError(
@@ -277,7 +247,6 @@ class ParticleImages:
         self._index0, self._single = split.index - 1, ~split.has_index
         self._stack_code, self._stack_names = split.codes, split.stacks
         n_stacks = len(self._stack_names)
-        self.max_open = max(1, int(max_open if max_open else default_max_open(n_stacks)))
         self._expected_size = optional_column(table, IMAGE_SIZE)
         self._star_pixel_A = optional_column(table, IMAGE_PIXEL_SIZE)
         self._paths: dict[int, Path] = {}
@@ -285,8 +254,7 @@ class ParticleImages:
         # Per stack, known once opened (-1 before): images, and their size in pixels.
         self._n_images = np.full(n_stacks, -1, dtype=np.int64)
         self._sizes = np.full(n_stacks, -1, dtype=np.int64)
-        self._open: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.n_opened = 0  # how many times a stack file was opened (for tests and diagnostics)
+        self.n_opened = 0  # stack headers read and checked (for tests and diagnostics)
         self._lock = threading.Lock()
 
     # -- public ---------------------------------------------------------------------------
@@ -321,22 +289,26 @@ class ParticleImages:
         order = np.lexsort((local, codes))
         ends = np.r_[np.flatnonzero(np.diff(codes[order])) + 1, len(rows)]
         starts = np.r_[0, ends[:-1]]
-        with self._lock:  # opening, the LRU and the checks; the copies run outside
-            stacks = [self._data(int(codes[order[a]]), int(rows[order[a]])) for a in starts]
+        with self._lock:  # first openings and the checks; the reads run outside
+            stacks = [self._layout(int(codes[order[a]]), int(rows[order[a]])) for a in starts]
             self._check_rows(rows, codes, local)
         if out is None:
             out = np.empty((len(rows), *stacks[0].shape[1:]), dtype=np.float32)
-        for data, a, b in zip(stacks, starts, ends, strict=True):
-            if data.shape[1:] != out.shape[1:]:
+        for layout, a, b in zip(stacks, starts, ends, strict=True):
+            if layout.shape[1:] != out.shape[1:]:
                 row = int(rows[order[a]])
                 raise InputError(
                     f"particle row {row + 1} ({self._name(row)}): image size differs from "
                     "other particles in the same batch",
                     path=self._paths.get(int(codes[order[a]])),
                     expected=f"{out.shape[2]} × {out.shape[1]} px",
-                    found=f"{data.shape[2]} × {data.shape[1]} px",
+                    found=f"{layout.shape[2]} × {layout.shape[1]} px",
                 )
-            _gather(out, order[a:b], data, local[order[a:b]])
+            path = self._paths[int(codes[order[a]])]
+            try:
+                _gather(out, order[a:b], path, layout, local[order[a:b]])
+            except OSError as exc:  # the file went away or shrank since its header was read
+                raise _open_error(path, exc) from exc
         if self.check_finite:
             self._check_finite(rows, out)
         return out
@@ -346,8 +318,7 @@ class ParticleImages:
         return self.images([row])[0]
 
     def close(self) -> None:
-        """Drop every open memory map (a map is unmapped once no array refers to it)."""
-        self._open.clear()
+        """Nothing to release (no file stays open between calls); kept for ``with`` blocks."""
 
     def __enter__(self) -> ParticleImages:
         return self
@@ -355,15 +326,8 @@ class ParticleImages:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_open"] = OrderedDict()  # memory maps do not travel between processes
         del state["_lock"]
         return state
 
@@ -394,27 +358,14 @@ class ParticleImages:
             self._paths[code] = found
         return self._paths[code]
 
-    def _data(self, code: int, row: int) -> np.ndarray:
-        """The memory-mapped stack ``[n, y, x]`` of stack ``code`` (opened on first use)."""
-        if code in self._open:
-            self._open.move_to_end(code)
-            return self._open[code]
-        path = self._resolve(code, row)
+    def _layout(self, code: int, row: int) -> _Layout:
+        """Where stack ``code``'s pixels lie; its header is read and checked on first use."""
         if code not in self._layouts:
+            path = self._resolve(code, row)
             self._layouts[code] = layout = self._first_open(path, row)
             self._n_images[code], self._sizes[code] = layout.shape[0], layout.shape[1]
-        layout = self._layouts[code]
-        try:
-            data = np.memmap(path, layout.dtype, "r", layout.offset, layout.shape)
-        except (ValueError, OSError) as exc:  # e.g. the file shrank since its first opening
-            raise _open_error(path, exc) from exc
-        self.n_opened += 1
-        self._open[code] = data
-        while len(self._open) > self.max_open:
-            # Dropped, not closed: a thread may still be copying from it (its reference keeps
-            # the mapping alive until the copy is done).
-            self._open.popitem(last=False)
-        return data
+            self.n_opened += 1
+        return self._layouts[code]
 
     def _first_open(self, path: Path, row: int) -> _Layout:
         """Read and check the header of a stack; where its pixels lie."""
@@ -525,19 +476,54 @@ class ParticleImages:
             )
 
 
-def _gather(out: np.ndarray, dest: np.ndarray, data: np.ndarray, src: np.ndarray) -> None:
-    """``out[dest] = data[src]`` for increasing ``src`` (sequential reading), as slice copies
-    over the runs where both step by one: a memcpy from the page cache, measured 4× faster
-    than a fancy index on a memory map (which also copies twice)."""
-    if len(src) == 1:  # the rule when a batch is drawn at random from many stacks
-        out[dest[0]] = data[src[0]]
-        return
+def _gather(
+    out: np.ndarray, dest: np.ndarray, path: Path, layout: _Layout, src: np.ndarray
+) -> None:
+    """``out[dest] = stack[src]`` for increasing ``src``: one positional read per run where
+    both step by one (a whole in-order batch is one read), straight into ``out`` when the
+    stack holds native float32."""
     breaks = np.flatnonzero((np.diff(src) != 1) | (np.diff(dest) != 1)) + 1
-    if len(breaks) >= len(src) // 8:  # mostly single images: one fancy index is quicker
-        out[dest] = data[src]
-        return
-    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(src)], strict=True):
-        out[dest[a] : dest[a] + b - a] = data[src[a] : src[a] + b - a]
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(src)], strict=True):
+            _read_run(fd, layout, int(src[a]), out[dest[a] : dest[a] + b - a])
+    finally:
+        os.close(fd)
+
+
+_NATIVE_FLOAT32 = np.dtype(np.float32)
+
+
+def _read_run(fd: int, layout: _Layout, first: int, out: np.ndarray) -> None:
+    """Images ``first …`` of a stack into ``out`` (float32, C-contiguous)."""
+    target = out if layout.dtype == _NATIVE_FLOAT32 else np.empty(out.shape, layout.dtype)
+    view = memoryview(target).cast("B")
+    offset = layout.offset + first * (view.nbytes // len(target))
+    done = 0
+    while done < view.nbytes:
+        n = _pread_into(fd, view[done:], offset + done)
+        if n == 0:
+            raise OSError(f"the file ends before image {first + len(target)} (header: "
+                          f"{layout.shape[0]} images)")  # fmt: skip
+        done += n
+    if target is not out:
+        out[...] = target
+
+
+def _preadv_into(fd: int, view: memoryview, offset: int) -> int:
+    return os.preadv(fd, [view], offset)
+
+
+def _seek_read_into(fd: int, view: memoryview, offset: int) -> int:
+    # Where there is no preadv (macOS, Windows): the descriptor is this call's own, so
+    # seeking cannot race another thread; one extra copy.
+    os.lseek(fd, offset, os.SEEK_SET)
+    data = os.read(fd, view.nbytes)
+    view[: len(data)] = data
+    return len(data)
+
+
+_pread_into = _preadv_into if hasattr(os, "preadv") else _seek_read_into
 
 
 def fill_image_size(table: ParticleTable, root: str | os.PathLike | None = None) -> ParticleTable:
@@ -563,7 +549,9 @@ def fill_image_size(table: ParticleTable, root: str | os.PathLike | None = None)
         size = np.nan
         if rows.size:
             try:
-                size = float(images._data(int(images._stack_code[rows[0]]), int(rows[0])).shape[1])
+                size = float(
+                    images._layout(int(images._stack_code[rows[0]]), int(rows[0])).shape[1]
+                )
             except InputError:
                 pass
         sizes.append(size)

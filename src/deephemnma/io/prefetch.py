@@ -1,14 +1,14 @@
 """Particle images read ahead by threads and sent to the device, batch after batch.
 
-For streaming inference from memory-mapped stacks. A ``torch`` DataLoader with worker
+For streaming inference from particle stacks. A ``torch`` DataLoader with worker
 processes copies every batch three times on the host (the worker's read, the move into shared
 memory, the main process's copy into pinned memory); on an H100 its prediction loop ran at
 ~33,000 images/s of 128², a third of what the network infers. Here reader threads copy each
-batch once, from the page cache straight into a pinned buffer (NumPy releases the GIL for
-the copy), and the main thread only queues the transfer: a ring of ``depth`` buffers, each
-reused once the device has finished copying from it (a CUDA event). Measured on 2 CPU cores
-(``bench/read_images.py``, 128²): 2 threads read 90,400 images/s, 2 DataLoader processes
-32,300.
+batch once, from the page cache straight into a pinned buffer (the positional reads of
+:class:`~deephemnma.io.mrc.ParticleImages` release the GIL), and the main thread only queues
+the transfer: a ring of ``depth`` buffers, each reused once the device has finished copying
+from it (a CUDA event). Measured on 2 CPU cores (``bench/read_images.py``, 128²): 2 threads
+read 83,000–90,000 images/s, 2 DataLoader processes 29,000–32,000.
 
 On the CPU there is nothing to transfer: each batch is a fresh array, so a batch the consumer
 still holds is never overwritten.

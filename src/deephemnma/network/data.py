@@ -1,7 +1,7 @@
 """Training data: labels, splits, input normalization and label-exact augmentation.
 
-**Images** are read through :class:`deephemnma.io.mrc.ParticleImages` (memory-mapped, only the
-requested images are copied; picklable, so DataLoader workers open their own maps). A batch
+**Images** are read through :class:`deephemnma.io.mrc.ParticleImages` (only the requested
+images are read; picklable, so DataLoader workers read for themselves). A batch
 is fetched at once: the loader's sampler yields ``(positions, seed)`` and the dataset returns
 the whole batch.
 

@@ -1,7 +1,7 @@
 """Stage 2 inference: a trained network → amplitudes, Euler angles and shifts for every particle.
 
 Streams any number of particles in bounded memory: the particles are cut into chunks of
-``chunk_size`` rows; each chunk's images are read batch by batch from the memory-mapped stacks
+``chunk_size`` rows; each chunk's images are read batch by batch from the stacks (only those images)
 and its predictions are saved to ``<out>.parts/part_NNNNN.npz`` (temporary file, then rename).
 A rerun with the same checkpoint and particles skips the finished chunks (resumable, as
 :mod:`deephemnma.chunks`); at the end the parts are gathered into the output STAR and removed.
