@@ -51,12 +51,12 @@ from deephemnma.io.star import (
     ORIGINS_A,
     POSE_SPREAD,
     ParticleTable,
+    absolute_image_names,
     amplitude_columns,
     amplitudes,
     angles_deg,
     optional_column,
     shifts_A,
-    split_image_names,
 )
 
 GROSS_THRESHOLD_DEG = 10.0
@@ -82,15 +82,10 @@ __all__ = [
 
 
 def image_keys(table: ParticleTable) -> pd.Index:
-    """``"<index>@<resolved stack path>"`` for every row (vectorized over unique stacks)."""
-    split = split_image_names(table.particles[IMAGE_NAME], table.path)
-    folder = table.folder
-    resolved = np.array(
-        [str(Path(s) if Path(s).is_absolute() else (folder / s).resolve()) for s in split.stacks],
-        dtype=object,
-    )
-    index = pd.Series(split.index).astype(str).where(split.has_index, "")
-    return pd.Index(index + "@" + pd.Series(resolved[split.codes], dtype=str))
+    """Every row's image name with its stack path made absolute: the same image gives the
+    same key from tables in different folders."""
+    names = absolute_image_names(table.particles[IMAGE_NAME], table.folder, table.path)
+    return pd.Index(names.to_numpy())
 
 
 def match_rows(

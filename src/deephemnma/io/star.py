@@ -397,21 +397,28 @@ def relocated_image_names(names: pd.Series, old_folder: Path, new_folder: Path) 
     return map_stack_paths(names, moved)
 
 
-def absolute_image_names(names: pd.Series, folder: Path) -> pd.Series:
-    """Image names with every stack path made absolute (resolved against ``folder``)."""
+def absolute_image_names(
+    names: pd.Series, folder: Path, star_path: str | os.PathLike | None = None
+) -> pd.Series:
+    """Image names with every stack path made absolute (resolved against ``folder``);
+    ``star_path`` names the file in the error about a malformed name."""
     folder = Path(folder).resolve()
     return map_stack_paths(
-        names, lambda stack: stack if Path(stack).is_absolute() else (folder / stack).resolve()
+        names,
+        lambda stack: stack if Path(stack).is_absolute() else (folder / stack).resolve(),
+        star_path,
     )
 
 
-def map_stack_paths(names: pd.Series, new_path) -> pd.Series:
+def map_stack_paths(
+    names: pd.Series, new_path, star_path: str | os.PathLike | None = None
+) -> pd.Series:
     """``rlnImageName`` values with each stack path ``p`` replaced by ``new_path(p)`` (a path,
     written with ``/``; or None to keep the name exactly as it is), and the index written with
     six digits, as :func:`format_image_name`. ``new_path`` is called once per distinct stack,
     not per particle: a million particles name a few thousand stacks. Raises
     :class:`InputError` for the first malformed name (:func:`split_image_names`)."""
-    split = split_image_names(names)
+    split = split_image_names(names, star_path)
     mapped = [new_path(s) for s in split.stacks]
     keep = np.array([m is None for m in mapped], dtype=bool)[split.codes]
     paths = np.array(["" if m is None else Path(m).as_posix() for m in mapped], dtype=object)
