@@ -11,7 +11,7 @@
 #   (bench/read_images.py), in order from one stack and at random over 1,000 stacks.
 # accuracy: bench/stage2_gpu.sh on the paper's protocol with Stage-1 labels (docs/gpu.md,
 #   "The next lease"): 20,000 + 10,000 GPU-rendered images; `align --device cuda` labels image
-#   set 1 (ground truth instead past STAGE1_S); the default recipe with the signal swap
+#   set 1 (past STAGE1_S, the chunks finished by then); the default recipe with the signal swap
 #   trained for TRAIN_S seconds (400 alone, 330 after speed) on 16,000 of them; both test
 #   sets predicted (the large one also with --tta) and scored against the truth.
 #

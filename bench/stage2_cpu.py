@@ -6,8 +6,11 @@ held-out images → the paper's metrics next to its Table 3; plus CPU inference 
 Protocol (BENCHMARK.md, reduced): paper-ak images simulated at 128² / 0.65 Å (shifts ±2.5 px
 = ±1.625 Å, the paper's ±5 px of 256²), phase-flipped and Fourier-cropped to 64² (1.3 Å/px);
 the network (default recipe) is trained on the ground-truth labels of a training split and
-scored on a held-out split never seen in training. Labels are ground truth, not Stage 1: this
-measures what the network can learn in minutes of CPU, not the whole pipeline.
+scored on a held-out split never seen in training. Ground-truth labels measure what the
+network can learn in minutes of CPU; ``--labels stage1`` runs the paper's protocol instead:
+Stage 1 (``align``) labels all but the last ``--test`` images, the network trains on its
+estimates and is scored on those last images against the truth (``--labels truth-last``: the
+same rows with ground-truth labels, the control).
 
 Writes ``bench/results/stage2_cpu[_TAG].json`` and the evaluation folder under ``--work``.
 Re-running reuses the simulated data (``simulate`` and ``preprocess`` resume).
@@ -130,6 +133,15 @@ def main_bench() -> None:
     parser.add_argument(
         "--synthetic", type=float, default=0.0, help="train --synthetic (share of each batch)"
     )
+    parser.add_argument(
+        "--labels",
+        default="truth",
+        choices=["truth", "truth-last", "stage1"],
+        help="truth: ground truth, train splits off the test set; truth-last: ground truth, the "
+        "test set is the last --test images; stage1: Stage 1 (align, --workers processes) on "
+        "all but the last --test images, which are the test set (the paper's protocol)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="align processes (--labels stage1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work
@@ -160,14 +172,35 @@ def main_bench() -> None:
     if args.restart and run.exists():
         shutil.rmtree(run)
     batch = args.batch_size or (64 if args.recipe == "default" else None)
-    labels = pre / "particles.star"
+    labels, test_split = pre / "particles.star", args.test
     if args.labelled:
         labels = _first_rows(labels, args.labelled + int(args.val) + int(args.test))
+    held_out = None
+    if args.labels != "truth":
+        # The same rows for both label kinds: train on the first images, test on the last.
+        n_all = _count_rows(labels)
+        held_out = _rows(labels, range(n_all - int(args.test), n_all), "last")
+        labels, test_split = _rows(labels, range(n_all - int(args.test)), "first"), "0"
+    if args.labels == "stage1":
+        aligned = work / f"stage1_{args.size}_{_count_rows(labels)}"
+        with timed(steps.setdefault("stage1", {})):
+            _run(["align", "--particles", str(labels), "--modes", str(sim / "modes.npz"),
+                  "--reference", str(sim / "reference.pdb"), "-o", str(aligned),
+                  "--workers", str(args.workers), "--quiet"])  # fmt: skip
+        with timed(steps.setdefault("evaluate_stage1", {})):
+            _run(["evaluate", str(aligned / "particles.star"), "--truth", str(labels),
+                  "--modes", str(sim / "modes.npz"),
+                  "-o", str(aligned / "evaluation")])  # fmt: skip
+        labels = aligned / "particles.star"
+        stage1 = json.loads((aligned / "evaluation" / "evaluation.json").read_text())
+        record["stage1_labels"] = stage1["results"][0]
     train_args = [
         "train", "--labels", str(labels), "--modes", str(sim / "modes.npz"),
         "-o", str(run), "--recipe", args.recipe, "--epochs", str(args.epochs),
-        "--val", args.val, "--test", args.test, "--threads", str(args.threads), "--quiet",
+        "--val", args.val, "--test", test_split, "--threads", str(args.threads), "--quiet",
     ]  # fmt: skip
+    if args.labels == "stage1":
+        train_args += ["--particles", str(pre / "particles.star")]
     if batch is not None:
         train_args += ["--batch-size", str(batch)]
     if args.minutes > 0:
@@ -181,11 +214,12 @@ def main_bench() -> None:
         train_args += ["--synthetic", str(args.synthetic), "--reference", reference]
     with timed(steps.setdefault("train", {})):
         _run(train_args)
-    n_test = sum(1 for line in open(run / "splits" / "test.star") if "@" in line)
+    test_star = held_out or run / "splits" / "test.star"
+    n_test = _count_rows(test_star)
     for suffix, extra in (("", []), ("_tta", ["--tta"]))[: 2 if args.tta else 1]:
         pred = run / f"predicted_test{suffix}.star"
         with timed(steps.setdefault(f"predict{suffix}", {})):
-            _run(["predict", "--particles", str(run / "splits" / "test.star"), "--checkpoint",
+            _run(["predict", "--particles", str(test_star), "--checkpoint",
                   str(run), "-o", str(pred), "--threads", str(args.threads), "--quiet",
                   *extra])  # fmt: skip
         steps[f"predict{suffix}"]["images_per_s"] = n_test / steps[f"predict{suffix}"]["wall_s"]
@@ -236,6 +270,22 @@ def main_bench() -> None:
     print((run / "evaluation" / "table.txt").read_text())
     if args.tta:
         print("with --tta:\n" + (run / "evaluation_tta" / "table.txt").read_text())
+
+
+def _count_rows(star: Path) -> int:
+    from deephemnma.io.star import read_particles
+
+    return len(read_particles(star).particles)
+
+
+def _rows(star: Path, rows: range, name: str) -> Path:
+    """A STAR of these particle rows of ``star``, beside it (same image paths)."""
+    from deephemnma.io.star import read_particles, select, write_particles
+
+    out = star.with_name(f"{name}_{rows.start}_{rows.stop}.star")
+    if not out.exists():
+        write_particles(out, select(read_particles(star), np.asarray(rows)))
+    return out
 
 
 def _first_rows(star: Path, n: int) -> Path:

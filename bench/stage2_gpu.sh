@@ -19,8 +19,9 @@
 # buys.
 #
 # Labels: LABELS=truth (ground truth of image set 1), stage1 (Stage 1 on image set 1 on the
-# GPU first, as the paper; falls back to the truth past STAGE1_S seconds) or the path of a
-# Stage-1 STAR whose rows name images of WORK/set1.star. Metrics are always against the truth.
+# GPU first, as the paper; past STAGE1_S seconds the chunks finished by then, or the truth if
+# they hold under 40 % of set 1) or the path of a Stage-1 STAR whose rows name images of
+# WORK/set1.star. Metrics are always against the truth.
 #
 # Measured on one H100 (docs/gpu.md, run 3; TRAIN_S=400): the large test set with --tta
 # inside the paper's Table 3 on every figure (5.32, 2.47°, 0.14 Å), 485 s in all with the
