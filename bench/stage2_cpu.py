@@ -117,6 +117,7 @@ def main_bench() -> None:
     parser.add_argument("--tag", default="", help="results file stage2_cpu_TAG.json")
     parser.add_argument("--skip-speed", action="store_true", help="no inference-speed runs")
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="train --seed (default: train's)")
     parser.add_argument("--augment", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest "
                         "on a shared 2-core machine)")  # fmt: skip
@@ -207,6 +208,8 @@ def main_bench() -> None:
         train_args += ["--max-minutes", str(args.minutes)]
     if args.lr is not None:
         train_args += ["--lr", str(args.lr)]
+    if args.seed is not None:
+        train_args += ["--seed", str(args.seed)]
     if args.augment is not None:
         train_args += ["--augment", args.augment]
     if args.synthetic > 0:
