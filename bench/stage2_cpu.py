@@ -293,15 +293,9 @@ def _rows(star: Path, rows: range, name: str) -> Path:
 
 def _first_rows(star: Path, n: int) -> Path:
     """A STAR of the first ``n`` particles of ``star``, beside it (same image paths)."""
-    from deephemnma.io.star import read_particles, select, write_particles
-
-    out = star.with_name(f"first_{n}.star")
-    if not out.exists():
-        table = read_particles(star)
-        if n > len(table.particles):
-            raise SystemExit(f"--labelled + --val + --test = {n} > {len(table.particles)} images")
-        write_particles(out, select(table, np.arange(n)))
-    return out
+    if n > (have := _count_rows(star)):
+        raise SystemExit(f"--labelled + --val + --test = {n} > {have} images")
+    return _rows(star, range(n), "first")
 
 
 def _write(record: dict, tag: str = "") -> None:
