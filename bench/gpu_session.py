@@ -237,7 +237,7 @@ def stage1_labels(s: Session, args) -> str:
     chunked(s, "stage1_labels", command, out, args.n_set1, args.stage1_timeout_s)
     star = out / "particles.star"
     if not star.exists():
-        star = finished_chunks(s, out, args_chunk(command))
+        star = finished_chunks(s, out)
     if star is None:
         s.say("stage1_labels: too few images aligned in time; training on the ground truth")
         return "set1.star"
@@ -249,43 +249,28 @@ def stage1_labels(s: Session, args) -> str:
     return str(star)
 
 
-def finished_chunks(s: Session, out: Path, chunk: int, least: float = 0.4) -> Path | None:
+def finished_chunks(s: Session, out: Path, least: float = 0.4) -> Path | None:
     """After a time-out: the Stage-1 labels of the chunks that did finish (a prefix: one
     device worker aligns them in order), as ``out/finished.star``; None under a share
     ``least`` of image set 1 (8,000 of the paper's 20,000)."""
-    from deephemnma.align.run import chunk_complete
-    from deephemnma.io.star import (
-        read_particles,
-        select,
-        with_amplitudes,
-        with_columns,
-        with_poses,
-        write_particles,
-    )
-    from deephemnma.nma.modes import load_modes
+    from deephemnma.align.run import chunk_plan, write_results
+    from deephemnma.io.star import read_particles, select
 
-    table = read_particles(s.work / "set1.star")
-    n, k = len(table.particles), 0
-    while k * chunk < n and chunk_complete(
-        out / "chunks" / f"chunk_{k:05d}.npz", min(chunk, n - k * chunk)
-    ):
-        k += 1
-    done = min(n, k * chunk)
-    s.record("stage1_labels", finished_images=done)
-    if done < least * n:
+    if not (out / "config.json").exists():  # stopped before it claimed the folder
         return None
-    parts = [dict(np.load(out / "chunks" / f"chunk_{i:05d}.npz")) for i in range(k)]
-    result = with_poses(
-        select(table, range(done)),
-        angles_deg=np.concatenate([p["angles_deg"] for p in parts]),
-        shifts_A=np.concatenate([p["shifts_A"] for p in parts]),
+    table = read_particles(s.work / "set1.star")
+    record = json.loads((out / "config.json").read_text())
+    chunks, paths, todo = chunk_plan(out, len(table.particles), record["chunk_size"])
+    k = todo[0][0] if todo else len(chunks)  # chunks before the first unfinished one
+    done = chunks[k - 1][1] if k else 0
+    s.record("stage1_labels", finished_images=done)
+    if done < least * len(table.particles):
+        return None
+    star = write_results(
+        select(table, range(done)), paths[:k], record["mode_numbers"], out / "finished.star"
     )
-    modes = [int(m) for m in load_modes(s.work / "sim_0" / "modes.npz").mode_numbers if m > 6]
-    result = with_amplitudes(result, modes, np.concatenate([p["amplitudes"] for p in parts]))
-    score = np.concatenate([p["score"] for p in parts])
-    write_particles(out / "finished.star", with_columns(result, {"deephemnmaScore": score}))
     s.say(f"stage1_labels: time-out; training on the {done} images aligned in time")
-    return out / "finished.star"
+    return star
 
 
 def train_default(s: Session, args, labels: str) -> dict:

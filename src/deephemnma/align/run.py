@@ -312,7 +312,7 @@ def align_dataset(
     )
     chunks, paths, todo = chunk_plan(out, len(table), chunk_size)
     run_chunks(align_chunk, job, todo, paths, chunks, scheduler, workers, progress, "align")
-    star = _write_results(table, paths, mode_numbers, out / "particles.star")
+    star = write_results(table, paths, mode_numbers, out / "particles.star")
     atomic_write_text(out / "summary.json", json.dumps(_summary(star), indent=2))
     return star
 
@@ -404,7 +404,8 @@ def claim_folder(path: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=2))
 
 
-def _write_results(table, paths, mode_numbers, star_path: Path) -> Path:
+def write_results(table, paths, mode_numbers, star_path: Path) -> Path:
+    """The table with the estimates of the chunk files ``paths`` (in row order) → STAR."""
     from deephemnma.io.star import with_amplitudes, with_columns, with_poses, write_particles
 
     parts = [dict(np.load(p)) for p in paths]
