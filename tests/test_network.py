@@ -18,7 +18,12 @@ from deephemnma.geometry import angular_error_deg, euler_to_matrix, random_euler
 from deephemnma.io.mrc import ParticleImages
 from deephemnma.io.pdb import package_data_path, read_structure
 from deephemnma.io.star import amplitudes, angles_deg, read_particles, shifts_A, write_particles
-from deephemnma.network.checkpoint import load_network, read_checkpoint, save_checkpoint
+from deephemnma.network.checkpoint import (
+    CheckpointWriter,
+    load_network,
+    read_checkpoint,
+    save_checkpoint,
+)
 from deephemnma.network.data import (
     DIHEDRAL,
     InputNormalization,
@@ -339,6 +344,36 @@ def test_checkpoint_restores_exact_predictions(tmp_path):
     for key in before:
         assert torch.equal(before[key], after[key]), key
     assert torch.allclose(folded["amplitudes"], model(norm.apply(x))["amplitudes"], atol=1e-4)
+
+
+def test_checkpoint_writer_saves_the_state_of_its_snapshot(tmp_path):
+    """Training goes on while a checkpoint is written: the file must hold the state at the
+    snapshot, with its strides (channels-last weights), whatever changes afterwards."""
+    torch.manual_seed(0)
+    weight = torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last)
+    state = {"model": {"w": weight, "n": torch.tensor(3)}, "history": [{"loss": 1.0}], "k": "x"}
+    writer = CheckpointWriter()
+    host = writer.snapshot(state)
+    expected = weight.clone()
+    weight.add_(1.0)  # the next training step
+    state["history"].append({"loss": 0.5})
+    writer.write([(tmp_path / "best.pt", host), (tmp_path / "last.pt", {**host, "e": 1})])
+    writer.wait()
+    for name in ("best.pt", "last.pt"):
+        saved = read_checkpoint(tmp_path / name)
+        assert torch.equal(saved["model"]["w"], expected)
+        assert saved["model"]["w"].stride() == weight.stride()
+        assert saved["history"] == [{"loss": 1.0}] and saved["k"] == "x"
+    # A second snapshot reuses the buffers: it must not change the first one's file.
+    again = writer.snapshot(state)
+    assert again["model"]["w"].data_ptr() == host["model"]["w"].data_ptr()
+    assert torch.equal(again["model"]["w"], weight)
+    # A failed write is reported in the training thread, and leaves no partial file.
+    writer.write([(tmp_path / "best.pt" / "c.pt", again)])  # a file is no folder
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
 def test_resume_continues_the_same_loss_curve(tiny, tmp_path):

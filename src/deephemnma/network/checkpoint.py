@@ -17,6 +17,7 @@ complete checkpoint.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,15 @@ FORMAT_VERSION = 1
 LAST = "checkpoint.pt"
 BEST = "best.pt"
 
-__all__ = ["BEST", "LAST", "LoadedNetwork", "load_network", "read_checkpoint", "save_checkpoint"]
+__all__ = [
+    "BEST",
+    "LAST",
+    "CheckpointWriter",
+    "LoadedNetwork",
+    "load_network",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
@@ -42,6 +51,88 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     with atomic_path(path) as tmp, _without_crc32():
         torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
     return path
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a background thread, so that training goes on while a file is
+    being written (an H100 run spent 0.3 s of each ~2.3 s epoch saving 270 MB).
+
+    :meth:`snapshot` copies every tensor of a state into host buffers kept from the previous
+    snapshot (pinned for CUDA tensors; a fresh 270 MB copy costs more than writing it, in
+    page faults), so the network and optimizer may change as soon as it returns; :meth:`write`
+    starts writing files from a snapshot. A snapshot first waits for the previous write: at
+    most one write is in flight, buffers are never overwritten while written, and files
+    appear in the order written, each atomically. :meth:`wait` (and :meth:`close`) re-raise a
+    write's error in the caller.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def snapshot(self, state):
+        """``state`` (nested dicts, lists, tuples, tensors, plain values) with every tensor
+        copied to a host buffer and every container new."""
+        self.wait()
+        cuda = []
+        copied = self._copy(state, "", cuda)
+        if cuda:  # the copies to pinned memory run asynchronously on each tensor's device
+            for device in set(cuda):
+                torch.cuda.synchronize(device)
+        return copied
+
+    def _copy(self, value, key: str, cuda: list):
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            buffer = self._buffers.get(key)
+            if (
+                buffer is None
+                or buffer.shape != value.shape
+                or buffer.dtype != value.dtype
+                or buffer.stride() != value.stride()
+            ):
+                # The same strides as the source (channels-last weights stay so): a resumed
+                # run must see exactly the tensors it saved.
+                buffer = torch.empty_like(value, device="cpu", pin_memory=value.is_cuda)
+                self._buffers[key] = buffer
+            buffer.copy_(value, non_blocking=value.is_cuda)
+            if value.is_cuda:
+                cuda.append(value.device)
+            return buffer
+        if isinstance(value, dict):
+            return {k: self._copy(v, f"{key}/{k}", cuda) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._copy(v, f"{key}/{i}", cuda) for i, v in enumerate(value))
+        return value
+
+    def write(self, files: list[tuple[str | Path, dict]]) -> None:
+        """Write each ``(path, state)`` in order, in the background; states from
+        :meth:`snapshot` (tensors here are read while training goes on)."""
+        self.wait()
+
+        def work() -> None:
+            try:
+                for path, state in files:
+                    save_checkpoint(path, state)
+            except BaseException as error:  # re-raised by wait() in the training thread
+                self._error = error
+
+        self._thread = threading.Thread(target=work, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is on disk; re-raise its error."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        self.wait()
+        self._buffers.clear()
 
 
 @contextmanager

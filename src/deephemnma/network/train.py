@@ -36,6 +36,7 @@ import math
 import os
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -45,7 +46,7 @@ import torch.distributed as dist
 
 from deephemnma import __version__
 from deephemnma.errors import InputError, check_settings
-from deephemnma.network.checkpoint import BEST, LAST, read_checkpoint, save_checkpoint
+from deephemnma.network.checkpoint import BEST, LAST, CheckpointWriter, read_checkpoint
 from deephemnma.network.data import (
     AUGMENTATIONS,
     InputNormalization,
@@ -915,11 +916,12 @@ def train(
     loss_config = LossConfig(
         config.regression_loss, config.rotation_loss, dict(config.loss_weights)
     )
+    writer = CheckpointWriter()
     if previous is None and config.max_minutes > 0:
         batches = (train_loader, val_loader)
         config = _fit_epochs(
             config, model, net, batches, optimizer, spec, scaling, loss_config, dev, d,
-            normalization, t_start, out, log, inputs.pixel_size_A, synthetic,
+            normalization, t_start, out, log, writer, inputs.pixel_size_A, synthetic,
         )  # fmt: skip
     scheduler = _scheduler(optimizer, config, len(train_sampler))
     if previous is not None:
@@ -960,7 +962,7 @@ def train(
     )
     train_seconds = 0.0
     total = max(last - first, 0) * len(train_sampler) * config.batch_size
-    with progress_bar(total, "train", enabled=progress and d.main) as bar:
+    with progress_bar(total, "train", enabled=progress and d.main) as bar, _closing(writer):
         for epoch in range(first, last):
             if state.stopped(config.patience):
                 break
@@ -999,10 +1001,11 @@ def train(
                     "best": state.best,
                     "bad_epochs": state.bad_epochs,
                 }
-                if improved:
-                    save_checkpoint(best_path, snapshot)
                 resume = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-                save_checkpoint(last_path, {**snapshot, **resume})
+                # Written while the next epoch trains; a kill -9 leaves the last complete one.
+                host = writer.snapshot({"snapshot": snapshot, "resume": resume})
+                files = [(best_path, host["snapshot"])] if improved else []
+                writer.write([*files, (last_path, {**host["snapshot"], **host["resume"]})])
                 _write_history(out, state.history)
                 log(_epoch_line(row, config.epochs))
             if d.world > 1:
@@ -1051,6 +1054,7 @@ def _fit_epochs(
     started: float,
     out: Path,
     log,
+    writer: CheckpointWriter,
     pixel_size_A: float | None = None,
     synthetic: SignalSwap | None = None,
 ) -> TrainConfig:
@@ -1090,16 +1094,23 @@ def _fit_epochs(
     _run_epoch(model, val_loader, *args, normalization=normalization)
     sync()
     val_s = time.perf_counter() - t
-    t = time.perf_counter()
-    if d.main:
+    copy_s = write_s = 0.0
+    if d.main:  # the training loop's checkpoint: a copy in its time, the write beside it
+        t = time.perf_counter()
+        state = {"model": model.state_dict()}
+        host = writer.snapshot({"snapshot": state, "resume": {"optimizer": optimizer.state_dict()}})
+        copy_s = time.perf_counter() - t
         probe = out / ".timing.pt"
-        save_checkpoint(probe, {"model": saved_model, "optimizer": optimizer.state_dict()})
+        writer.write([(probe, {**host["snapshot"], **host["resume"]})])
+        writer.wait()
         probe.unlink()
-    save_s = time.perf_counter() - t
+        write_s = time.perf_counter() - t - copy_s
     model.load_state_dict(saved_model)
     optimizer.load_state_dict(saved_optimizer)
 
-    epoch_s = steps * step_s + val_s + save_s
+    busy_s = steps * step_s + val_s
+    save_s = copy_s + max(0.0, write_s - busy_s)  # a write longer than an epoch holds it up
+    epoch_s = busy_s + save_s
     left_s = 60.0 * config.max_minutes - (time.perf_counter() - started)
     epochs = max(1, min(config.epochs, int(left_s / epoch_s)))
     # Every rank must plan the same schedule: rank 0's plan wins.
@@ -1111,6 +1122,15 @@ def _fit_epochs(
             f"{val_s:.1f} s, checkpoint {save_s:.1f} s)"
         )
     return replace(config, epochs=epochs)
+
+
+@contextmanager
+def _closing(writer: CheckpointWriter):
+    """Wait for the checkpoint in flight however training ends, so its file is complete."""
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
