@@ -3,7 +3,7 @@
 # two. Results go to OUT (default: $OUT, else ./gpu-out).
 #
 #   bash bench/gpu_lease.sh [OUT]                  # PART=all: speed, then accuracy (~9.5 min)
-#   PART=speed bash bench/gpu_lease.sh [OUT]       # ~1.5 min
+#   PART=speed bash bench/gpu_lease.sh [OUT]       # ~3 min
 #   PART=accuracy bash bench/gpu_lease.sh [OUT]    # ~9.5 min, training 400 s
 #
 # speed: `deephemnma predict` end to end on 200,000 rows with each reader
@@ -39,7 +39,7 @@ if [ "$PART" = all ] || [ "$PART" = speed ]; then
   timeout 150 python3 bench/predict_speed.py --device cuda --n 200000 \
     --work /tmp/deephemnma-predict-speed | tail -12
   timeout 45 python3 bench/read_images.py --workers 0,2,4,8 --repeats 1 | tail -14
-  timeout 30 python3 bench/read_images.py --files 1000 --order random --workers 0,4 \
+  timeout 60 python3 bench/read_images.py --files 1000 --order random --workers 0,4 --n 40960 \
     --repeats 1 --tag random | tail -12
   cp bench/results/predict_speed.json bench/results/read_images*.json "$OUT/" 2>/dev/null
   echo "speed: ${SECONDS} s"
