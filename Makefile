@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test lint bench clean system-deps
+.PHONY: venv demo test lint bench clean system-deps gpu-wheels
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ lint: venv
 
 bench: venv
 	$(PY) bench/run.py
+
+# The packages a lent GPU machine lacks (its python3 has torch, numpy, scipy, scikit-learn,
+# matplotlib), as Python 3.12 x86-64 wheels in .whl/ for bench/gpu_lease.sh (docs/gpu.md).
+GPU_WHEELS = gemmi==0.7.5 mrcfile==1.5.4 starfile==0.5.13 pandas==3.1.1 typer==0.29.2 \
+	rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 pygments==2.21.0 pydantic==2.14.4 \
+	pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
