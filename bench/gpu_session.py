@@ -319,6 +319,7 @@ def train_default(s: Session, args, labels: str) -> dict:
             args.device,
             *(["--augment", args.augment] if args.augment else []),
             *(["--lr", str(args.lr)] if args.lr else []),
+            *(["--cuda-graphs"] if args.cuda_graphs else []),
             *(
                 ["--synthetic", str(args.synthetic), "--reference", "sim_0/reference.pdb"]
                 if args.synthetic
@@ -616,6 +617,11 @@ def main() -> None:
     p.add_argument("--stage1-timeout-s", type=float, default=240)
     p.add_argument(
         "--stage1-chunk", type=int, default=2000, help="Stage-1 labels: images per chunk"
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="train --cuda-graphs: the network's passes replayed as CUDA graphs",
     )
     p.add_argument("--predict-batch", type=int, default=1024)
     p.add_argument("--throughput-repeat", type=int, default=20)

@@ -10,6 +10,8 @@ loader processes. This times, on random device-resident images of the paper's si
   without channels-last;
 - ``+losses``: the same with the training losses (6D rotation, chordal loss, scaled targets);
 - ``+augment``: plus the label-exact augmentation (dihedral mirror + Fourier-shear rotation);
+- ``+augment graphed``: the same with the network's passes as CUDA graphs (``train
+  --cuda-graphs``, :mod:`deephemnma.network.graphs`);
 
 each as images/s (median of ``--repeats`` timed steps after warm-up, CUDA-synchronized), and
 the top operators of one profiled full step. Writes JSON and prints a table.
@@ -29,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from deephemnma.network.data import augment_batch  # noqa: E402
+from deephemnma.network.graphs import graph_training_passes  # noqa: E402
 from deephemnma.network.model import (  # noqa: E402
     DeepHEMNMANet,
     LossConfig,
@@ -68,17 +71,22 @@ def time_steps(variant: str, b: int, size: int, device, channels_last: bool, rep
     batch = _batch(b, size, device)
     bf16 = device.type == "cuda"
     generator = torch.Generator().manual_seed(0)
+    base, _, graphs = variant.partition(" ")
+    if graphs and not graph_training_passes(model, b, size, channels_last=channels_last,
+                                            bf16=bf16):  # fmt: skip
+        return None, None
 
     def step():
         x, m, s = batch["images"], batch["matrices"], batch["shifts_A"]
-        if variant == "+augment":
+        if base == "+augment":
             images, m, s = augment_batch(x[:, 0], m, s, "rotation", generator)
             x = images[:, None]
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16,
+                            cache_enabled=not graphs):  # fmt: skip
             raw = model(x)
-        if variant == "model":
+        if base == "model":
             loss = sum(v.float().abs().mean() for v in raw.values())
         else:
             target = {**batch, "matrices": m, "shifts_A": s}
@@ -118,22 +126,25 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batches", default="128,256,512")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--variants", default="model,+losses,+augment,+augment graphed")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--out", default="train_profile.json")
     args = p.parse_args()
     device = torch.device(args.device)
     use_fast_kernels(device)
     rows, last_step = [], None
     for b in (int(v) for v in args.batches.split(",")):
-        for variant in ("model", "+losses", "+augment"):
+        for variant in args.variants.split(","):
             for channels_last in (True, False) if variant == "model" else (True,):
-                row, last_step = time_steps(
-                    variant, b, args.size, device, channels_last, args.repeats
-                )
+                row, step = time_steps(variant, b, args.size, device, channels_last, args.repeats)
+                if row is None:
+                    continue
+                last_step = step if not variant.endswith("graphed") else last_step
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "size": args.size, "rows": rows}  # fmt: skip
-    if last_step is not None:
+    if last_step is not None and args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CPU] + (
@@ -148,9 +159,9 @@ def main() -> None:
         result["profile"] = table
         print(table)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"{'variant':10s} {'batch':>6s} {'CL':>3s} {'img/s synced':>13s} {'img/s queued':>13s}")
+    print(f"{'variant':17s} {'batch':>6s} {'CL':>3s} {'img/s synced':>13s} {'img/s queued':>13s}")
     for r in rows:
-        print(f"{r['variant']:10s} {r['batch']:6d} {int(r['channels_last']):3d} "
+        print(f"{r['variant']:17s} {r['batch']:6d} {int(r['channels_last']):3d} "
               f"{r['img_per_s_synced']:13.0f} {r['img_per_s_queued']:13.0f}")  # fmt: skip
 
 

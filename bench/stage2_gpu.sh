@@ -34,7 +34,7 @@
 #   N_SET1 [20000]  N_TEST [10000]  TRAIN_S [390]  BATCH [256]  LABELS [stage1]
 #   STAGE1_S [150]  NGPU [1; > 1 trains with torchrun]  SIM_DEVICE [cuda]
 #   AUGMENT [the recipe's]  SYNTHETIC [0.5: train --synthetic, the share of each batch whose
-#   signal is swapped; 0 for the plain recipe]
+#   signal is swapped; 0 for the plain recipe]  CUDA_GRAPHS [0; 1: train --cuda-graphs]
 # Extra arguments go to bench/gpu_session.py (e.g. --steps reconstruct,throughput).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,4 +47,5 @@ exec "$PYTHON" bench/gpu_session.py \
   --train-timeout-s "${TRAIN_S:-390}" --batch "${BATCH:-256}" \
   --labels "${LABELS:-stage1}" --stage1-timeout-s "${STAGE1_S:-150}" --ngpu "${NGPU:-1}" \
   ${AUGMENT:+--augment "$AUGMENT"} --synthetic "${SYNTHETIC:-0.5}" \
+  $([ "${CUDA_GRAPHS:-0}" = 1 ] && echo --cuda-graphs) \
   --steps none "$@"

@@ -393,6 +393,28 @@ def test_resume_continues_the_same_loss_curve(tiny, tmp_path):
         train(labels, tmp_path / "b", _fast(epochs=2, lr=0.1), progress=False, log=_quiet)
 
 
+def test_cuda_graphs_setting_is_ignored_off_cuda_and_resumable(tiny, tmp_path):
+    """--cuda-graphs only changes how a GPU launches the passes: on the CPU it says it is
+    ignored and trains exactly as without, and a run may resume with it switched."""
+    from deephemnma.network.graphs import graph_training_passes
+
+    labels = tiny / "particles.star"
+    messages = []
+    graphs = train(labels, tmp_path / "g", _fast(epochs=2, cuda_graphs=True), progress=False,
+                   log=messages.append, stop_after_epochs=1)  # fmt: skip
+    assert any("--cuda-graphs: ignored" in m for m in messages)
+    plain = train(labels, tmp_path / "p", _fast(epochs=2), progress=False, log=_quiet)
+    rest = train(labels, tmp_path / "g", _fast(epochs=2), progress=False, log=_quiet)
+    assert graphs["epochs_done"] == 1 and rest["epochs_done"] == 2
+    for key in ("train_total", "val_total"):
+        assert [r[key] for r in rest["history"]] == [r[key] for r in plain["history"]], key
+    model = DeepHEMNMANet(NetworkSpec(3))
+    before = model.forward
+    assert not graph_training_passes(model, 4, 32, channels_last=False, bf16=False,
+                                     log=messages.append)  # fmt: skip
+    assert model.forward == before
+
+
 def test_time_budget_plans_the_epochs_without_changing_the_training(tiny, tmp_path):
     labels = tiny / "particles.star"
     # A generous budget: the cap (3 epochs) fits; the timing steps must leave no trace, so

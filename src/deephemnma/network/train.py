@@ -119,6 +119,7 @@ class TrainConfig:
     preload: str = "auto"
     max_minutes: float = 0.0
     synthetic: float = 0.0
+    cuda_graphs: bool = False
 
     def validate(self) -> None:
         checks = [
@@ -194,7 +195,7 @@ RECIPES: dict[str, dict] = {
 """Overrides of :class:`TrainConfig`'s defaults per recipe (the defaults are ``default``)."""
 
 # Settings that may change when a run is resumed (they do not change what was computed).
-_RESUMABLE = {"epochs", "patience", "num_workers", "preload"}
+_RESUMABLE = {"epochs", "patience", "num_workers", "preload", "cuda_graphs"}
 
 PRELOAD_CHOICES = ("auto", "yes", "no")
 PRELOAD_DEVICE_FRACTION = 0.3
@@ -462,7 +463,9 @@ def _run_epoch(
                 batch, device, config.channels_last, augment, normalization, pixel_size_A,
                 synthetic if training else None,
             )  # fmt: skip
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            # A graphed forward (--cuda-graphs) needs autocast without its weight cache.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16,
+                                cache_enabled=not config.cuda_graphs):  # fmt: skip
                 raw = model(batch["images"])
             losses = compute_losses(raw, batch, spec, scaling, loss_config)
             if training:
@@ -735,6 +738,20 @@ def _build_model(spec: NetworkSpec, config: TrainConfig, dev, previous, d: _Dist
     )
 
 
+def _graph(model, config: TrainConfig, image_size: int, dev, d: _Dist, log) -> bool:
+    """--cuda-graphs: the training passes as CUDA graphs, where they can be."""
+    from deephemnma.network.graphs import graph_training_passes
+
+    say = log if d.main else (lambda *_: None)
+    if d.world > 1:
+        say("--cuda-graphs: ignored with several processes (DDP)")
+        return False
+    return graph_training_passes(
+        model, config.batch_size, image_size, channels_last=config.channels_last,
+        bf16=_use_bf16(config, dev), log=say,
+    )  # fmt: skip
+
+
 @dataclass
 class _Progress:
     """What a checkpoint remembers of the run so far (mutable during training)."""
@@ -916,6 +933,7 @@ def train(
     loss_config = LossConfig(
         config.regression_loss, config.rotation_loss, dict(config.loss_weights)
     )
+    graphed = config.cuda_graphs and _graph(model, config, inputs.image_size, dev, d, log)
     writer = CheckpointWriter()
     if previous is None and config.max_minutes > 0:
         batches = (train_loader, val_loader)
@@ -941,6 +959,7 @@ def train(
         "splits": {k: int(len(v)) for k, v in splits.items()},
     }
     record = _run_record(labels, particles, modes, labels_suffix, inputs, splits, config, dev, d)
+    record["cuda_graphs_active"] = bool(graphed)
     if synthetic is not None:
         record["inputs"]["reference"] = str(reference)
         record["synthetic_signal_scale"] = synthetic.scale
