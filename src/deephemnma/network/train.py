@@ -1079,7 +1079,8 @@ def _fit_epochs(
 ) -> TrainConfig:
     """``config`` with as many epochs (at most ``config.epochs``) as fit ``max_minutes``
     counted from ``started``. A few training steps, one validation pass and one checkpoint
-    save are timed first; the network and the optimizer are then put back as they were, so
+    (its copy to the host, and its background write where that outlasts an epoch) are timed
+    first; the network and the optimizer are then put back as they were, so
     the training that follows is exactly a run planned with that many epochs (the one-cycle
     schedule needs its length up front)."""
     import copy
