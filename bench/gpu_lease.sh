@@ -35,6 +35,8 @@ fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 [ -d /tmp/site ] && export PYTHONPATH=/tmp/site:$PYTHONPATH
 export PYTHONUNBUFFERED=1
+python3 -c "import deephemnma, gemmi, mrcfile, starfile, typer, rich" || {
+  echo "gpu_lease.sh: packages missing: run 'make gpu-wheels' here and carry .whl"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 
 if [ "$PART" = all ] || [ "$PART" = speed ]; then
