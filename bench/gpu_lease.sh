@@ -9,8 +9,9 @@
 # speed: `deephemnma predict` end to end on 200,000 rows with each reader
 #   (bench/predict_speed.py; goal >= 20,000 images/s on one H100), then the readers alone
 #   (bench/read_images.py), in order from one stack and at random over 1,000 stacks, then a
-#   training step with and without CUDA graphs (bench/gpu_train_profile.py): if the graphed
-#   one is faster, run the accuracy part with CUDA_GRAPHS=1 (train --cuda-graphs).
+#   training step (batch 256 and 512) with and without CUDA graphs
+#   (bench/gpu_train_profile.py): if the graphed one is faster, run the accuracy part with
+#   CUDA_GRAPHS=1 (train --cuda-graphs).
 # accuracy: bench/stage2_gpu.sh on the paper's protocol with Stage-1 labels (docs/gpu.md,
 #   "The next lease"): 20,000 + 10,000 GPU-rendered images; `align --device cuda` labels image
 #   set 1 (past STAGE1_S, the chunks finished by then); the default recipe with the signal swap
@@ -45,8 +46,8 @@ if [ "$PART" = all ] || [ "$PART" = speed ]; then
   timeout 45 python3 bench/read_images.py --workers 0,2,4,8 --repeats 1 | tail -14
   timeout 60 python3 bench/read_images.py --files 1000 --order random --workers 0,4 --n 40960 \
     --repeats 1 --tag random | tail -12
-  timeout 60 python3 bench/gpu_train_profile.py --batches 256 --repeats 20 --no-profile \
-    --variants "+augment,+augment graphed" --out "$OUT/train_profile.json" | tail -4
+  timeout 75 python3 bench/gpu_train_profile.py --batches 256,512 --repeats 20 --no-profile \
+    --variants "+augment,+augment graphed" --out "$OUT/train_profile.json" | tail -6
   cp bench/results/predict_speed.json bench/results/read_images*.json "$OUT/" 2>/dev/null
   echo "speed: ${SECONDS} s"
 fi
