@@ -3,7 +3,7 @@
 # two. Results go to OUT (default: $OUT, else ./gpu-out).
 #
 #   bash bench/gpu_lease.sh [OUT]                  # PART=all: speed, then accuracy (~9.5 min)
-#   PART=speed bash bench/gpu_lease.sh [OUT]       # ~3 min
+#   PART=speed bash bench/gpu_lease.sh [OUT]       # ~3.5 min
 #   PART=accuracy bash bench/gpu_lease.sh [OUT]    # ~9.5 min, training 400 s
 #
 # speed: `deephemnma predict` end to end on 200,000 rows with each reader
