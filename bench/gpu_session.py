@@ -348,6 +348,12 @@ def train_and_predict(s: Session, args) -> bool:
             ("predict_small", "run/splits/test.star", "pred_small.star", []),
             ("predict_large", "test.star", "pred_large.star", []),
             ("predict_large_tta", "test.star", "pred_large_tta.star", ["--tta"]),
+            (
+                "predict_large_tta16",
+                "test.star",
+                "pred_large_tta16.star",
+                ["--tta", "--tta-turns", "2"],
+            ),
         )
     }
     for name, info in s.run_together(commands, 120).items():
@@ -382,6 +388,7 @@ def evaluate(s: Session, args) -> list[subprocess.Popen]:
         ("pred_small.star", "set1.star", "eval_small", "table1"),
         ("pred_large.star", "test.star", "eval_large", "table3"),
         ("pred_large_tta.star", "test.star", "eval_large_tta", "table3"),
+        ("pred_large_tta16.star", "test.star", "eval_large_tta16", "table3"),
     ):
         if (s.work / pred).exists():
             jobs.append(
@@ -697,8 +704,8 @@ def main() -> None:
         print_summary(s.results)
 
 
-EVALUATIONS = ("eval_small", "eval_large", "eval_large_tta", "eval_align", "eval_refine",
-               "eval_stage1_labels")  # fmt: skip
+EVALUATIONS = ("eval_small", "eval_large", "eval_large_tta", "eval_large_tta16", "eval_align",
+               "eval_refine", "eval_stage1_labels")  # fmt: skip
 
 
 def _metrics(evaluation: dict) -> str:

@@ -623,6 +623,17 @@ def test_predict_with_tta_is_equivariant_and_writes_the_spread(trained, tmp_path
                                     progress=False)["out"])  # fmt: skip
     assert SPREAD_LABEL not in single.particles.columns
     assert not np.allclose(angles_deg(single), angles_deg(plain), atol=1e-3)
+    # 16 copies (also turned by 45°): still exactly equivariant under D4, another consensus.
+    kw16 = {**kw, "tta_turns": 2}
+    result = predict(val.path, run, tmp_path / "d.star", **kw16)
+    assert result["tta_copies"] == 16
+    plain16 = read_particles(result["out"])
+    moved16 = read_particles(predict(tmp_path / "turned.star", run, tmp_path / "e.star",
+                                     **kw16)["out"])  # fmt: skip
+    want16, _ = transform_labels(euler_to_matrix(torch.as_tensor(angles_deg(plain16))), None, maps)
+    got16 = euler_to_matrix(torch.as_tensor(angles_deg(moved16)))
+    assert float(angular_error_deg(got16, want16).max()) < 0.01
+    assert not np.allclose(angles_deg(plain16), angles_deg(plain), atol=1e-3)
 
 
 def test_cli_train_predict_evaluate(tiny, tmp_path):
@@ -636,7 +647,7 @@ def test_cli_train_predict_evaluate(tiny, tmp_path):
     pred = tmp_path / "pred.star"
     test_star = str(run / "splits" / "test.star")
     args = ["predict", "--particles", test_star, "--checkpoint", str(run), "-o", str(pred)]
-    assert main([*args, "--quiet", "--precision", "fp32", "--tta"]) == 0
+    assert main([*args, "--quiet", "--precision", "fp32", "--tta", "--tta-turns", "2"]) == 0
     out = tmp_path / "eval"
     args = ["evaluate", str(pred), "--truth", labels, "--modes", str(tiny / "modes.npz")]
     assert main([*args, "-o", str(out)]) == 0

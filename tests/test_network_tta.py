@@ -1,12 +1,13 @@
-"""Test-time augmentation over D4: exact equivariance, robust consensus, spread."""
+"""Test-time augmentation over D4 (and D8 with turns): equivariance, robust consensus, spread."""
 
 import numpy as np
+import pytest
 import torch
 
 from deephemnma.geometry import angular_error_deg, euler_to_matrix, random_euler_paper
 from deephemnma.network.data import DIHEDRAL, dihedral_images, transform_labels
 from deephemnma.network.model import rotation_from_output
-from deephemnma.network.tta import consensus, dihedral_predict, project_to_so3
+from deephemnma.network.tta import consensus, copy_maps, dihedral_predict, project_to_so3
 
 
 def _arbitrary_predictor(size: int, seed: int = 0):
@@ -26,15 +27,18 @@ def _arbitrary_predictor(size: int, seed: int = 0):
     return predict_one
 
 
-def test_consensus_is_exactly_equivariant():
+@pytest.mark.parametrize("turns", [1, 2])
+def test_consensus_is_exactly_equivariant(turns):
+    # With turns, the copies of g·I are still those of I in another order: each is turned
+    # after its dihedral permutation, and permutations compose exactly.
     g = torch.Generator().manual_seed(1)
     images = torch.randn(5, 1, 16, 16, generator=g, dtype=torch.float64)
     predict_one = _arbitrary_predictor(16)
-    plain = dihedral_predict(predict_one, images)
+    plain = dihedral_predict(predict_one, images, turns)
     maps = torch.as_tensor(np.stack(DIHEDRAL), dtype=torch.float64)
     for element in range(8):
         which = torch.full((5,), element)
-        moved = dihedral_predict(predict_one, dihedral_images(images[:, 0], which)[:, None])
+        moved = dihedral_predict(predict_one, dihedral_images(images[:, 0], which)[:, None], turns)
         want_m, want_s = transform_labels(plain["matrices"], plain["shifts_A"], maps[which])
         assert angular_error_deg(moved["matrices"], want_m).max() < 1e-5, element
         assert torch.allclose(moved["shifts_A"], want_s, atol=1e-10), element
@@ -74,3 +78,32 @@ def test_projection_onto_rotations():
     assert torch.allclose(project_to_so3(rotations), rotations, atol=1e-12)
     reflected = -rotations  # det −1: the nearest rotation, not the reflection
     assert torch.allclose(torch.det(project_to_so3(reflected)), torch.ones(6, dtype=torch.float64))
+
+
+def test_turned_copies_form_d8_and_map_labels_back_exactly():
+    maps = copy_maps(2)
+    assert np.array_equal(copy_maps(1), np.stack(DIHEDRAL))
+    assert maps.shape == (16, 2, 2)
+    assert np.allclose(maps @ maps.transpose(0, 2, 1), np.eye(2), atol=1e-12)
+    flat = maps.reshape(16, 4)
+    assert np.abs(flat[:, None] - flat[None]).sum(-1)[~np.eye(16, dtype=bool)].min() > 0.1
+    for a in maps:  # closed under composition: the dihedral group of order 16
+        for b in maps:
+            assert np.abs(flat - (a @ b).reshape(4)).sum(-1).min() < 1e-12
+    # A predictor that reads each image's centroid (an exactly covariant shift: s' = L s)
+    # must get the same answer back from all 16 copies, the turned ones included.
+    n = 32
+    y, x = torch.meshgrid(torch.arange(n) - n // 2, torch.arange(n) - n // 2, indexing="ij")
+    centers = torch.tensor([[3.0, -5.0], [-6.5, 2.25], [0.0, 7.0]], dtype=torch.float64)
+    blobs = torch.exp(
+        -((x - centers[:, 0, None, None]) ** 2 + (y - centers[:, 1, None, None]) ** 2) / 8.0
+    )
+
+    def centroid(images):
+        w = images[:, 0].double()
+        mass = w.sum((-1, -2))
+        return {"shifts_A": torch.stack([(w * x).sum((-1, -2)), (w * y).sum((-1, -2))], -1)
+                / mass[:, None]}  # fmt: skip
+
+    out = dihedral_predict(centroid, blobs[:, None], turns=2)
+    assert torch.allclose(out["shifts_A"], centers, atol=1e-3)

@@ -57,6 +57,11 @@ def predict_command(
         "consensus (8× the work). Also writes deephemnmaPoseSpreadDeg, the median angle (°) "
         "between the copies' orientations and the consensus: a per-particle confidence.",
     ),
+    tta_turns: int = typer.Option(
+        1,
+        help="With --tta: also turn each of the 8 copies in-plane by multiples of 90°/N "
+        "(2: 16 copies, at 0° and 45°; sinc-interpolated), N× the TTA work.",
+    ),
     refine: bool = typer.Option(
         False,
         "--refine/--no-refine",
@@ -87,16 +92,18 @@ def predict_command(
         "reader": reader,
         "progress": not quiet,
         "tta": tta,
+        "tta_turns": tta_turns,
     }
     if refine:
         _predict_refined(particles, checkpoint, out, modes, reference, options,
                          refine_sizes, refine_steps, refine_workers)  # fmt: skip
         return
     result = predict(particles, checkpoint, out, **options)
+    tta_note = f", {result['tta_copies']}-fold TTA" if result["tta"] else ""
     _out.print(
         f"predicted {result['n']} particles in {result['seconds']:.1f} s "
         f"({result['images_per_s']:.0f} images/s, {result['device']}"
-        f"{', bf16' if result['bf16'] else ''}{', 8-fold TTA' if result['tta'] else ''}; "
+        f"{', bf16' if result['bf16'] else ''}{tta_note}; "
         f"set-up {result['setup_seconds']:.1f} s, images {result['compute_seconds']:.1f} s, "
         f"STAR {result['write_seconds']:.1f} s): {result['out']}"
     )

@@ -74,13 +74,15 @@ def predict_chunks(
     transform=None,
     tta: bool = False,
     reader: str = "threads",
+    tta_turns: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Predictions for each (non-empty) array of particle rows in ``chunks`` of ``images`` (a
     ParticleImages), yielded chunk by chunk: ``amplitudes`` (n, M), ``angles_deg`` (n, 3),
     ``shifts_A`` (n, 2), float64, for the heads the net has. ``transform``: from
     :func:`input_transform`, applied on the device before the normalization. ``tta``: the
-    consensus of the 8 dihedral copies of each image (:mod:`deephemnma.network.tta`), with
-    ``spread_deg`` (n,) when rotations are predicted. ``workers``: threads that read ahead
+    consensus of the 8 dihedral copies of each image (:mod:`deephemnma.network.tta`; 8 ×
+    ``tta_turns`` with in-plane turns), with ``spread_deg`` (n,) when rotations are
+    predicted. ``workers``: threads that read ahead
     (:mod:`deephemnma.io.prefetch`; 0: none), or with ``reader="processes"`` the processes of
     a torch DataLoader.
 
@@ -123,7 +125,7 @@ def predict_chunks(
         if n < batch_size and _pad_batches(device):
             x = torch.cat([x, x.new_zeros((batch_size - n, *x.shape[1:]))])
         if tta:
-            phys = dihedral_predict(predict_one, x)
+            phys = dihedral_predict(predict_one, x, tta_turns)
             if "matrices" in phys:
                 phys["angles_deg"] = matrix_to_euler(phys["matrices"])
         else:
@@ -247,12 +249,14 @@ def predict(
     stop_after_chunks: int | None = None,
     tta: bool = False,
     reader: str = "threads",
+    tta_turns: int = 1,
 ) -> dict:
     """Predict every particle of ``particles`` with ``checkpoint`` (file or training folder)
     and write the STAR ``out``. Returns ``{"out", "n", "seconds", "images_per_s",
     "chunks_computed", "chunks_reused", "bf16"}``. ``stop_after_chunks`` ends early, as a
     kill would (for tests). ``tta``: test-time augmentation (:mod:`deephemnma.network.tta`;
-    8× the work), which also writes each particle's pose spread (``deephemnmaPoseSpreadDeg``).
+    8× the work; 8 × ``tta_turns`` copies with in-plane turns), which also writes each
+    particle's pose spread (``deephemnmaPoseSpreadDeg``).
     ``workers`` (−1: 4 on a GPU, none on the CPU) and ``reader`` as :func:`predict_chunks`.
     The time is also given in parts: ``setup_seconds`` (reading the STAR and the network),
     ``compute_seconds`` (reading the images and predicting), ``write_seconds`` (the STAR)."""
@@ -267,6 +271,8 @@ def predict(
         torch.set_num_threads(int(threads))
     if batch_size < 1 or chunk_size < 1:
         raise InputError("batch and chunk sizes must be positive", field="--batch-size")
+    if tta_turns < 1:
+        raise InputError("must be at least 1", field="--tta-turns", found=tta_turns)
     _check_reader(reader)
     ckpt_path = resolve_checkpoint(checkpoint)
     loaded = load_network(ckpt_path, "cpu")
@@ -287,6 +293,7 @@ def predict(
         "chunk_size": chunk_size,
         "bf16": bf16,
         "tta": bool(tta),
+        **({"tta_turns": tta_turns} if tta and tta_turns > 1 else {}),
     }
     meta_path = parts_dir / "meta.json"
     if parts_dir.exists():
@@ -327,7 +334,7 @@ def predict(
         chunks = predict_chunks(
             model, loaded, images, [np.arange(lo, hi) for _, lo, hi in todo], dev,
             batch_size, bf16, workers=workers, bar=bar, transform=transform, tta=tta,
-            reader=reader,
+            reader=reader, tta_turns=tta_turns,
         )  # fmt: skip
         for (index, _, _), arrays in zip(todo, chunks, strict=True):
             path = parts_dir / f"part_{index:05d}.npz"
@@ -368,5 +375,6 @@ def predict(
         "chunks_reused": reused,
         "bf16": bf16,
         "tta": bool(tta),
+        "tta_copies": 8 * tta_turns if tta else 0,
         "device": str(dev),
     }

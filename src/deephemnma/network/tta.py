@@ -20,6 +20,13 @@ maps are signed permutations of coordinates, which commute with coordinate-wise 
 The **spread**, the median angle (degrees) between the 8 back-mapped rotations and the
 consensus, says how much the copies disagree: a per-particle confidence that needs no ground
 truth (written to the STAR as ``deephemnmaPoseSpreadDeg``).
+
+**Turns** (``turns`` = T > 1): each dihedral copy is also turned in-plane by j·90°/T,
+j = 0..T−1 (:func:`deephemnma.network.data.rotate_images`, Fourier shears), 8·T copies with
+the maps ``L = R(j·90°/T) · L_g``; T = 2 gives the 16 elements of D8. Their labels are as
+exact as the dihedral ones; the turned images are sinc-interpolated. The consensus stays
+exactly equivariant under D4: each copy is turned after its dihedral permutation, so the
+copies of ``g·I`` are those of ``I`` in another order.
 """
 
 from __future__ import annotations
@@ -31,9 +38,9 @@ import torch
 
 from deephemnma.geometry import geodesic_distance_deg
 from deephemnma.io.star import POSE_SPREAD as SPREAD_LABEL
-from deephemnma.network.data import DIHEDRAL, dihedral_images
+from deephemnma.network.data import DIHEDRAL, dihedral_images, rotate_images
 
-__all__ = ["SPREAD_LABEL", "consensus", "dihedral_predict", "project_to_so3"]
+__all__ = ["SPREAD_LABEL", "consensus", "copy_maps", "dihedral_predict", "project_to_so3"]
 
 
 def project_to_so3(matrices: torch.Tensor) -> torch.Tensor:
@@ -75,34 +82,54 @@ def consensus(per_copy: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def copy_maps(turns: int = 1) -> np.ndarray:
+    """(8·turns, 2, 2) label maps of the copies, turn by turn: ``R(j·90°/turns) · L_g`` for
+    j = 0..turns−1 and the 8 D4 elements ``L_g`` (:data:`DIHEDRAL`) in order."""
+    if turns < 1:
+        raise ValueError(f"turns must be ≥ 1, got {turns}")
+    maps = []
+    for j in range(turns):
+        angle = j * (np.pi / 2) / turns
+        c, s = np.cos(angle), np.sin(angle)
+        turn = np.array([[c, -s], [s, c]])
+        maps.extend(turn @ g for g in DIHEDRAL)
+    return np.stack(maps)
+
+
 @functools.lru_cache(maxsize=8)
-def _inverse_maps(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(8, 2, 2) ``L⁻¹ = Lᵀ`` and (8, 3, 3) ``L₃⁻¹ = L₃ᵀ``, which undo each D4 element's
-    label change (made once per device: no host-to-device copy per batch)."""
-    back_2d = np.stack([m.T for m in DIHEDRAL]).astype(np.float64)
-    back_3d = np.zeros((len(DIHEDRAL), 3, 3))
+def _inverse_maps(device: torch.device, turns: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, 2, 2) ``L⁻¹ = Lᵀ`` and (K, 3, 3) ``L₃⁻¹ = L₃ᵀ``, which undo each copy's label
+    change (made once per device: no host-to-device copy per batch)."""
+    back_2d = np.transpose(copy_maps(turns), (0, 2, 1))
+    back_3d = np.zeros((len(back_2d), 3, 3))
     back_3d[:, :2, :2] = back_2d
     back_3d[:, 2, 2] = np.round(np.linalg.det(back_2d))
     return (torch.as_tensor(back_2d, device=device), torch.as_tensor(back_3d, device=device))
 
 
-def dihedral_predict(predict_one, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The D4 consensus of ``predict_one`` on ``images`` (B, 1, H, W).
+def dihedral_predict(predict_one, images: torch.Tensor, turns: int = 1) -> dict[str, torch.Tensor]:
+    """The consensus of ``predict_one`` over the 8·``turns`` copies of ``images`` (B, 1, H, W)
+    (module docstring; ``turns=1``: the D4 copies).
 
     predict_one(images (B, 1, H, W)) → dict of physical parameters of those images
     (``matrices`` (B, 3, 3), ``shifts_A`` (B, 2), ``amplitudes`` (B, M), as
     :func:`deephemnma.network.model.decode`). Returns :func:`consensus`'s dict.
     """
     b = images.shape[0]
-    back_2d, back_3d = _inverse_maps(images.device)
+    back_2d, back_3d = _inverse_maps(images.device, turns)
     per_copy: dict[str, list[torch.Tensor]] = {"matrices": [], "shifts_A": [], "amplitudes": []}
-    for element in range(len(DIHEDRAL)):
+    for index in range(len(back_2d)):
+        turn, element = divmod(index, len(DIHEDRAL))
         which = torch.full((b,), element, dtype=torch.long, device=images.device)
-        phys = predict_one(dihedral_images(images[:, 0], which)[:, None])
+        copies = dihedral_images(images[:, 0], which)
+        if turn:
+            angle = torch.full((b,), turn * (np.pi / 2) / turns, dtype=torch.float64)
+            copies = rotate_images(copies, angle.to(images.device))
+        phys = predict_one(copies[:, None])
         if "matrices" in phys:
-            per_copy["matrices"].append(back_3d[element] @ phys["matrices"].double())
+            per_copy["matrices"].append(back_3d[index] @ phys["matrices"].double())
         if "shifts_A" in phys:
-            per_copy["shifts_A"].append(phys["shifts_A"].double() @ back_2d[element].T)
+            per_copy["shifts_A"].append(phys["shifts_A"].double() @ back_2d[index].T)
         if "amplitudes" in phys:
             per_copy["amplitudes"].append(phys["amplitudes"].double())
     return consensus({k: torch.stack(v) for k, v in per_copy.items() if v})
