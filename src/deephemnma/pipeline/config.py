@@ -95,6 +95,9 @@ class PredictSection:
     tta: bool = _key(
         False, "Test-time augmentation: consensus of 8 rotated/mirrored copies (8× the work)."
     )
+    tta_turns: int = _key(
+        1, "With tta: each copy also turned by multiples of 90°/N (2: 16 copies, 2× the work)."
+    )
 
 
 @dataclass(frozen=True)

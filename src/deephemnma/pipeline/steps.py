@@ -308,6 +308,7 @@ def run_predict(ctx: Context) -> dict:
         "threads": ctx.config.project.threads or None,
         "progress": ctx.config.project.progress,
         "tta": cfg.tta,
+        "tta_turns": cfg.tta_turns,
     }
     final = out / "particles.star"
     if cfg.refine:
