@@ -89,11 +89,17 @@ def copy_maps(turns: int = 1) -> np.ndarray:
         raise ValueError(f"turns must be ≥ 1, got {turns}")
     maps = []
     for j in range(turns):
-        angle = j * (np.pi / 2) / turns
+        angle = _turn_rad(j, turns)
         c, s = np.cos(angle), np.sin(angle)
         turn = np.array([[c, -s], [s, c]])
         maps.extend(turn @ g for g in DIHEDRAL)
     return np.stack(maps)
+
+
+def _turn_rad(j: int, turns: int) -> float:
+    """The in-plane turn of the copies of turn ``j`` (radians): the images and their label
+    maps must use the same one."""
+    return j * (np.pi / 2) / turns
 
 
 @functools.lru_cache(maxsize=8)
@@ -122,9 +128,11 @@ def dihedral_predict(predict_one, images: torch.Tensor, turns: int = 1) -> dict[
         turn, element = divmod(index, len(DIHEDRAL))
         which = torch.full((b,), element, dtype=torch.long, device=images.device)
         copies = dihedral_images(images[:, 0], which)
-        if turn:
-            angle = torch.full((b,), turn * (np.pi / 2) / turns, dtype=torch.float64)
-            copies = rotate_images(copies, angle.to(images.device))
+        if turn:  # made on the device: no host-to-device copy per batch
+            angle = torch.full(
+                (b,), _turn_rad(turn, turns), dtype=torch.float64, device=images.device
+            )
+            copies = rotate_images(copies, angle)
         phys = predict_one(copies[:, None])
         if "matrices" in phys:
             per_copy["matrices"].append(back_3d[index] @ phys["matrices"].double())
