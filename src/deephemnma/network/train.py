@@ -36,7 +36,7 @@ import math
 import os
 import platform
 import time
-from contextlib import contextmanager
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -981,7 +981,8 @@ def train(
     )
     train_seconds = 0.0
     total = max(last - first, 0) * len(train_sampler) * config.batch_size
-    with progress_bar(total, "train", enabled=progress and d.main) as bar, _closing(writer):
+    # closing: the checkpoint in flight is waited for however training ends (complete files).
+    with progress_bar(total, "train", enabled=progress and d.main) as bar, closing(writer):
         for epoch in range(first, last):
             if state.stopped(config.patience):
                 break
@@ -1142,15 +1143,6 @@ def _fit_epochs(
             f"{val_s:.1f} s, checkpoint {save_s:.1f} s)"
         )
     return replace(config, epochs=epochs)
-
-
-@contextmanager
-def _closing(writer: CheckpointWriter):
-    """Wait for the checkpoint in flight however training ends, so its file is complete."""
-    try:
-        yield writer
-    finally:
-        writer.close()
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
