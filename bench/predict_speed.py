@@ -11,7 +11,11 @@ again, so the page cache holds it, as on a second pass over a real data set. The
 ``deephemnma predict`` command once per ``--runs`` entry (``READER:WORKERS[:BATCH]``; -1:
 predict's default workers; the batch defaults to ``--batch-size``) with the default chunks,
 each in a fresh process, and records its wall time, its peak resident memory, and the rate
-and time split its closing line reports (set-up, images, STAR). Writes
+and time split its closing line reports (set-up, images, STAR). Each run's predictions are
+compared with the first run's (``max_angle_deg``: the largest geodesic angle between the two
+orientations of a particle; ``max_shift_A``, ``max_amp``): the readers and batch sizes take
+different paths to the same images, so a reader that hands the network a wrong or half-copied
+batch shows up here as tens of degrees, where bf16 rounding gives a fraction of one. Writes
 ``bench/results/predict_speed.json`` (``--tag``: ``predict_speed_TAG.json``) and prints a
 table. ``--work`` keeps the data for a rerun.
 """
@@ -100,6 +104,20 @@ def prepare(work: Path, args) -> Path:
     return big
 
 
+def disagreement(a: Path, b: Path) -> dict:
+    """The largest differences between the predictions of two STAR files of the same rows."""
+    from deephemnma.geometry import euler_to_matrix, geodesic_distance_deg
+    from deephemnma.io.star import amplitudes, angles_deg, shifts_A
+
+    ta, tb = read_particles(a), read_particles(b)
+    ma, mb = (euler_to_matrix(torch.from_numpy(angles_deg(t))) for t in (ta, tb))
+    return {
+        "max_angle_deg": round(float(geodesic_distance_deg(ma, mb).max()), 3),
+        "max_shift_A": round(float(abs(shifts_A(ta) - shifts_A(tb)).max()), 4),
+        "max_amp": round(float(abs(amplitudes(ta)[1] - amplitudes(tb)[1]).max()), 3),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=200000, help="particle rows to predict")
@@ -120,23 +138,28 @@ def main() -> None:
         t = time.perf_counter()
         star = prepare(work, args)
         print(f"data and network ready in {time.perf_counter() - t:.0f} s", flush=True)
-        rows = []
-        for run in args.runs.split(","):
+        rows, first = [], None
+        for k, run in enumerate(args.runs.split(",")):
             reader, workers, *size = run.split(":")
             run_batch = int(size[0]) if size else batch
+            out = f"out_{k}.star"
             wall, output, code, rss_MB = deephemnma_rss(
-                ["predict", "--particles", star.name, "--checkpoint", "run", "-o", "out.star",
+                ["predict", "--particles", star.name, "--checkpoint", "run", "-o", out,
                  "--device", args.device, "--batch-size", str(run_batch), "--workers", workers,
                  "--reader", reader, "--quiet"], work, check=False)  # fmt: skip
             row = {"reader": reader, "workers": workers, "batch": run_batch, "n": args.n,
                    "wall_s": round(wall, 2), "images_per_s_wall": round(args.n / wall),
                    "peak_rss_MB": round(rss_MB)}  # fmt: skip
             row.update(closing_numbers(output) if code == 0 else {"failed": output[-2000:]})
+            if code == 0:
+                first = first or work / out
+                row.update(disagreement(first, work / out))
             rows.append(row)
             print(row, flush=True)
     name = "predict_speed" + (f"_{args.tag}" if args.tag else "")
     report(name, rows, ["reader", "workers", "batch", "n", "images_per_s", "setup_s", "images_s",
-                        "star_s", "wall_s", "images_per_s_wall", "peak_rss_MB"])  # fmt: skip
+                        "star_s", "wall_s", "images_per_s_wall", "peak_rss_MB",
+                        "max_angle_deg", "max_shift_A", "max_amp"])  # fmt: skip
     print(f"device: {torch.cuda.get_device_name(0) if args.device.startswith('cuda') else 'cpu'}"
           f"; results: {RESULTS / (name + '.json')}; {machine()['cpu_count']} CPUs")  # fmt: skip
 

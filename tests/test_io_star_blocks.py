@@ -60,6 +60,10 @@ _rlnOpticsGroup #4
     "no_trailing_newline": "data_particles\nloop_\n_rlnImageName #1\n_rlnAngleRot #2\n1@a.mrcs 3",
     "empty_strings": "data_\nloop_\n_rlnImageName #1\n_rlnComment #2\n_rlnAngleRot #3\n"
     "1@a.mrcs \"\" 1.5\n2@a.mrcs '' 2.5\n",  # a column of empty strings stays text
+    # "data_" inside values is no block head; one after indentation is.
+    "data_in_values": "data_optics\nloop_\n_rlnOpticsGroup #1\n1\n\n  data_particles\nloop_\n"
+    "_rlnImageName #1\n_rlnMicrographName #2\n1@data_stacks/a.mrcs data_1.mrc\n"
+    "2@x/data_b.mrcs mics/data_data_2.mrc\n",
 }
 
 
