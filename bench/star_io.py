@@ -4,8 +4,9 @@ writing, each in a fresh process.
 
     python bench/star_io.py [--n 1000000] [--work DIR]
 
-The STAR has RELION 3.1's layout with 16 particle columns (image name, CTF, pose, three
-amplitudes), about 236 bytes a row. Peak memory: how far the process's resident size rose
+The STAR has RELION 3.1's layout with 17 particle columns (image and micrograph names, CTF,
+pose, three amplitudes), about 280 bytes a row; as in RELION's files, each micrograph's 200
+particles share its name and CTF. Peak memory: how far the process's resident size rose
 above its size before the step (Linux: the peak is reset through /proc/self/clear_refs).
 Writes ``bench/results/star_io.json`` and a table.
 """
@@ -62,15 +63,19 @@ def make_star(path: Path, n: int) -> None:
     from deephemnma.io.star import ParticleTable, make_optics, write_particles
 
     rng = np.random.default_rng(0)
+    # As RELION extracts them: 200 particles a micrograph, each micrograph with its own CTF.
+    mic = np.arange(n) // 200
+    n_mic = int(mic[-1]) + 1 if n else 0
     rows = pd.DataFrame(
         {
             "rlnImageName": [
                 f"{i % 10000 + 1:06d}@stacks/particles_{i // 10000:05d}.mrcs" for i in range(n)
             ],  # fmt: skip
+            "rlnMicrographName": [f"MotionCorr/job002/Movies/mic_{m:06d}.mrc" for m in mic],
             "rlnOpticsGroup": 1,
-            "rlnDefocusU": rng.uniform(5000, 25000, n),
-            "rlnDefocusV": rng.uniform(5000, 25000, n),
-            "rlnDefocusAngle": rng.uniform(0, 180, n),
+            "rlnDefocusU": rng.uniform(5000, 25000, n_mic)[mic],
+            "rlnDefocusV": rng.uniform(5000, 25000, n_mic)[mic],
+            "rlnDefocusAngle": rng.uniform(0, 180, n_mic)[mic],
             "rlnCtfBfactor": 0.0,
             "rlnPhaseShift": 0.0,
             "rlnAngleRot": rng.uniform(-180, 180, n),

@@ -241,7 +241,32 @@ def test_loop_block_writes_what_starfile_writes():
     implementation of the same layout), over every kind of column a table can hold."""
     from starfile.writer import loop_block as starfile_loop_block
 
-    frame = pd.DataFrame(
+    frame = _every_kind_of_column()
+    assert star.loop_block("particles", frame) == list(
+        starfile_loop_block("particles", frame, float_format=None)
+    )
+    assert star.loop_block("", frame.iloc[:0]) == list(
+        starfile_loop_block("", frame.iloc[:0], float_format=None)
+    )
+
+
+def test_columns_of_repeated_values_are_written_as_starfile_writes_them():
+    """Past a few thousand rows, a column whose values repeat has each distinct value
+    formatted once: the text stays starfile's (``-0.0`` stays apart from ``0.0``, every
+    missing kind is ``<NA>``), including rows past the sample that decides."""
+    from starfile.writer import loop_block as starfile_loop_block
+
+    frame = pd.concat([_every_kind_of_column()] * 2000, ignore_index=True)
+    frame["zeros"] = np.tile([0.0, -0.0, 0.0], 2000)
+    frame.loc[5990, "f64"] = 7.25  # a value first seen after the sample
+    frame["distinct"] = np.arange(len(frame)) / 7.0
+    assert star.loop_block("particles", frame) == list(
+        starfile_loop_block("particles", frame, float_format=None)
+    )
+
+
+def _every_kind_of_column() -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "rlnImageName": ["000001@with space.mrcs", "000002@s.mrcs", ""],
             "f64": [0.1, np.nan, -0.0],
@@ -253,12 +278,6 @@ def test_loop_block_writes_what_starfile_writes():
             "mixed": [1.5, "two words", None],
             "text": pd.array(["a", None, "c d"], dtype="string"),
         }
-    )
-    assert star.loop_block("particles", frame) == list(
-        starfile_loop_block("particles", frame, float_format=None)
-    )
-    assert star.loop_block("", frame.iloc[:0]) == list(
-        starfile_loop_block("", frame.iloc[:0], float_format=None)
     )
 
 

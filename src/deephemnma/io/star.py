@@ -356,7 +356,34 @@ def loop_block_lines(name: str, df: pd.DataFrame) -> Iterator[str]:
     yield from ("", "")
 
 
+_REPEATS_SAMPLE = 4096
+
+
 def _column_text(values: pd.Series) -> list[str]:
+    """The cells of one column as text. A column whose first rows repeat values (a CTF per
+    micrograph, an optics group, a class) has each distinct value formatted once: formatting
+    is most of the writing time (``repr`` of a float64 costs ~0.6 µs)."""
+    if len(values) > _REPEATS_SAMPLE:
+        head = _factorize_key(values.iloc[:_REPEATS_SAMPLE])
+        if len(pd.unique(head)) <= _REPEATS_SAMPLE // 4:
+            codes, _ = pd.factorize(_factorize_key(values), use_na_sentinel=False)
+            # First rows of each distinct value: their cells, formatted as the column's own.
+            first = np.unique(codes, return_index=True)[1]
+            distinct = np.array(_plain_column_text(values.iloc[first]), dtype=object)
+            return distinct[codes].tolist()
+    return _plain_column_text(values)
+
+
+def _factorize_key(values: pd.Series):
+    """What makes two cells the same text: a float64's bits (``-0.0`` is not ``0.0``; every
+    NaN is written alike), the value itself otherwise."""
+    if values.dtype == np.float64:
+        array = values.to_numpy()
+        return np.where(np.isnan(array), np.nan, array).view(np.int64)
+    return values
+
+
+def _plain_column_text(values: pd.Series) -> list[str]:
     if values.dtype == np.float64:
         array = values.to_numpy()
         text = list(map(repr, array.tolist()))  # repr: shortest round-trip form
