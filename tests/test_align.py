@@ -112,6 +112,23 @@ def test_resume_after_interruption_gives_identical_output(noise_free, aligned):
     assert again.read_text() == aligned.read_text()
 
 
+def test_a_rerun_on_other_particles_of_the_same_name_is_refused(tmp_path, noise_free):
+    # Re-extracted particles written over the STAR of a finished or interrupted run: its
+    # chunks must not be taken for theirs.
+    from deephemnma.io.star import select, write_particles
+
+    table = read_particles(noise_free / "pre" / "particles.star")
+    star = tmp_path / "particles.star"
+    write_particles(star, select(table, [0, 1, 2]))
+    job = (star, noise_free / "sim" / "modes.npz", noise_free / "sim" / "reference.pdb")
+    kw = {"config": FAST, "chunk_size": 3, "progress": False, "workers": 1}
+    align_dataset(*job, tmp_path / "out", **kw)
+    write_particles(star, select(table, [3, 4, 5]))
+    with pytest.raises(InputError, match="different settings or inputs") as err:
+        align_dataset(*job, tmp_path / "out", **kw)
+    assert err.value.found == "changed: particles file"
+
+
 def test_batch_size_changes_speed_not_results(noise_free, aligned):
     # A GPU aligns 256 images together, a CPU 16: each image's fit must not see the others.
     batched = _align(noise_free, "batch2", workers=1, batch_size=2)

@@ -17,7 +17,14 @@ from deephemnma.cli.main import main
 from deephemnma.geometry import angular_error_deg, euler_to_matrix, random_euler_paper
 from deephemnma.io.mrc import ParticleImages
 from deephemnma.io.pdb import package_data_path, read_structure
-from deephemnma.io.star import amplitudes, angles_deg, read_particles, shifts_A, write_particles
+from deephemnma.io.star import (
+    amplitudes,
+    angles_deg,
+    read_particles,
+    select,
+    shifts_A,
+    write_particles,
+)
 from deephemnma.network.checkpoint import (
     CheckpointWriter,
     load_network,
@@ -547,6 +554,22 @@ def test_predict_resumes_and_streams_in_chunks(trained, tmp_path):
     assert again["chunks_reused"] == 1 and again["chunks_computed"] == whole["chunks_computed"] - 1
     assert (tmp_path / "a.star").read_text() == (tmp_path / "b.star").read_text()
     assert not (tmp_path / "b.star.parts").exists()
+
+
+def test_predict_recomputes_when_the_particles_change_under_the_same_name(trained, tmp_path):
+    # Re-extracted particles written over the old STAR: the finished chunks of the old file
+    # must not be taken for the new one's.
+    run, _ = trained
+    val = read_particles(run / "splits" / "val.star")
+    star = tmp_path / "particles.star"
+    write_particles(star, val)
+    kw = {"precision": "fp32", "progress": False, "batch_size": 3, "chunk_size": 3}
+    assert predict(star, run, tmp_path / "out.star", stop_after_chunks=1, **kw)["out"] is None
+    write_particles(star, select(val, np.arange(len(val))[::-1]))
+    again = predict(star, run, tmp_path / "out.star", **kw)
+    assert again["chunks_reused"] == 0
+    predict(star, run, tmp_path / "fresh.star", **kw)
+    assert (tmp_path / "out.star").read_text() == (tmp_path / "fresh.star").read_text()
 
 
 @pytest.mark.parametrize("reader", ["threads", "processes"])

@@ -276,6 +276,7 @@ def align_dataset(
         "particles": str(Path(particles).resolve()),
         "modes": str(Path(modes).resolve()),
         "reference": str(Path(reference).resolve()),
+        "inputs_sha256": inputs_sha256(particles, modes, reference),
         "mode_numbers": list(mode_numbers),
         "config": asdict(config),
         "chunk_size": chunk_size,
@@ -388,7 +389,31 @@ def require_ctf(table, path, phase_flipped: bool) -> None:
         ) from None
 
 
+def inputs_sha256(particles, modes, reference) -> dict[str, str]:
+    """Content fingerprints of a job's input files (:mod:`deephemnma.io.digest`)."""
+    from deephemnma.io.digest import file_sha256
+
+    files = {"particles": particles, "modes": modes, "reference": reference}
+    return {name: file_sha256(path) for name, path in files.items()}
+
+
+def _changes(previous: dict, record: dict) -> list[str]:
+    """What differs between two job records; for the inputs, which files."""
+    changed = []
+    for key in dict.fromkeys([*previous, *record]):
+        old, new = previous.get(key), record.get(key)
+        if old == new:
+            continue
+        if key == "inputs_sha256" and isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"{name} file" for name in new if old.get(name) != new[name]]
+        else:
+            changed.append(key)
+    return changed
+
+
 def claim_folder(path: Path, record: dict) -> None:
+    """Write the job's ``record`` to ``path``, or check that the one there is the same: an
+    output folder's chunks are reused only by the job that made them."""
     from deephemnma.io.atomic import atomic_write_text
 
     record = json.loads(json.dumps(record))  # tuples become lists, as in the file
@@ -396,9 +421,10 @@ def claim_folder(path: Path, record: dict) -> None:
         previous = json.loads(path.read_text())
         if previous != record:
             raise InputError(
-                "output folder holds an alignment with different settings; "
+                "output folder holds an alignment with different settings or inputs; "
                 "choose another folder or delete it",
                 path=path.parent,
+                found="changed: " + ", ".join(_changes(previous, record)),
             )
         return
     atomic_write_text(path, json.dumps(record, indent=2))

@@ -20,7 +20,6 @@ CPUs with AMX / AVX-512 BF16 (``precision="auto"``; ``"fp32"`` to disable).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from deephemnma.errors import InputError
+from deephemnma.io.digest import file_sha256
 from deephemnma.io.prefetch import prefetch_images
 from deephemnma.network.checkpoint import LoadedNetwork, load_network, resolve_checkpoint
 from deephemnma.network.data import ParticleDataset
@@ -171,14 +171,6 @@ def _read_batches(images, rows, batches, device, workers: int, reader: str):
     return (batch["images"].to(device, non_blocking=True) for batch in loader)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def input_transform(table, loaded: LoadedNetwork, path):
     """How to turn the particles' images into the training images' kind, or None when they
     already are: phase flip (when training's were flipped and these are not) and Fourier
@@ -287,8 +279,9 @@ def predict(
     out = Path(out)
     parts_dir = out.with_name(out.name + ".parts")
     identity = {
-        "checkpoint": _file_digest(ckpt_path),
+        "checkpoint": file_sha256(ckpt_path),
         "particles": str(Path(particles).resolve()),
+        "particles_sha256": file_sha256(particles),
         "n": len(table),
         "chunk_size": chunk_size,
         "bf16": bf16,
