@@ -400,6 +400,23 @@ def test_resume_continues_the_same_loss_curve(tiny, tmp_path):
         train(labels, tmp_path / "b", _fast(epochs=2, lr=0.1), progress=False, log=_quiet)
 
 
+def test_resume_on_labels_changed_under_the_same_name_is_refused(tiny, tmp_path):
+    # Stage 1 rerun into the same labels file: the checkpoint was trained on other labels.
+    from deephemnma.errors import InputError
+    from deephemnma.io.star import with_columns
+
+    table = read_particles(tiny / "particles.star")
+    labels = tmp_path / "labels.star"
+    write_particles(labels, table)
+    config = _fast(epochs=2)
+    train(labels, tmp_path / "run", config, progress=False, log=_quiet, stop_after_epochs=1)
+    column = "deephemnmaAmplitude07"
+    write_particles(labels, with_columns(table, {column: table.particles[column] + 1.0}))
+    with pytest.raises(InputError, match="other input files") as err:
+        train(labels, tmp_path / "run", config, progress=False, log=_quiet)
+    assert err.value.found == "changed: labels file"
+
+
 def test_cuda_graphs_setting_is_ignored_off_cuda_and_resumable(tiny, tmp_path):
     """--cuda-graphs only changes how a GPU launches the passes: on the CPU it says it is
     ignored and trains exactly as without, and a run may resume with it switched."""

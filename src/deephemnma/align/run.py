@@ -391,21 +391,22 @@ def require_ctf(table, path, phase_flipped: bool) -> None:
 
 def inputs_sha256(particles, modes, reference) -> dict[str, str]:
     """Content fingerprints of a job's input files (:mod:`deephemnma.io.digest`)."""
-    from deephemnma.io.digest import file_sha256
+    from deephemnma.io.digest import files_sha256
 
-    files = {"particles": particles, "modes": modes, "reference": reference}
-    return {name: file_sha256(path) for name, path in files.items()}
+    return files_sha256({"particles": particles, "modes": modes, "reference": reference})
 
 
 def _changes(previous: dict, record: dict) -> list[str]:
     """What differs between two job records; for the inputs, which files."""
+    from deephemnma.io.digest import changed_files
+
     changed = []
     for key in dict.fromkeys([*previous, *record]):
         old, new = previous.get(key), record.get(key)
         if old == new:
             continue
         if key == "inputs_sha256" and isinstance(old, dict) and isinstance(new, dict):
-            changed += [f"{name} file" for name in new if old.get(name) != new[name]]
+            changed += [f"{name} file" for name in changed_files(old, new)]
         else:
             changed.append(key)
     return changed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-__all__ = ["file_sha256"]
+__all__ = ["changed_files", "file_sha256", "files_sha256"]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -21,3 +21,13 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def files_sha256(files: dict[str, str | os.PathLike | None]) -> dict[str, str]:
+    """:func:`file_sha256` of each named file that is given (None: skipped)."""
+    return {name: file_sha256(path) for name, path in files.items() if path is not None}
+
+
+def changed_files(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """Names whose fingerprints differ between two :func:`files_sha256` results."""
+    return [name for name in dict.fromkeys([*old, *new]) if old.get(name) != new.get(name)]

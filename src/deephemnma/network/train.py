@@ -637,14 +637,26 @@ def _read_inputs(labels, particles, modes, labels_suffix, config, d, log) -> _In
 
 
 def _previous_run(
-    last_path: Path, config: TrainConfig, restart: bool
+    last_path: Path, config: TrainConfig, restart: bool, inputs_sha256: dict[str, str]
 ) -> tuple[dict | None, TrainConfig]:
     """The checkpoint to resume from, if any, and the configuration to go on with (a time
     budget's run keeps the epoch count it planned); InputError if it was made with other
-    settings."""
+    settings or on input files of other contents (``inputs_sha256``:
+    :func:`deephemnma.io.digest.files_sha256`)."""
+    from deephemnma.io.digest import changed_files
+
     if restart or not last_path.exists():
         return None, config
     previous = read_checkpoint(last_path)
+    # Checkpoints of versions before the fingerprints have none to compare.
+    other_files = changed_files(previous.get("inputs_sha256", inputs_sha256), inputs_sha256)
+    if other_files:
+        raise InputError(
+            "the folder holds a run on other input files",
+            path=last_path,
+            found="changed: " + ", ".join(f"{name} file" for name in other_files),
+            expected="the same files to resume, --restart, or a new folder",
+        )
     old = TrainConfig.from_dict(previous["config"])
     if config.max_minutes > 0 and old.max_minutes == config.max_minutes:
         config = replace(config, epochs=old.epochs)
@@ -866,6 +878,7 @@ def train(
     ``train_seconds``. ``reference``: the structure the modes describe, needed by
     ``config.synthetic`` (:mod:`deephemnma.network.synthetic`).
     """
+    from deephemnma.io.digest import files_sha256
     from deephemnma.io.mrc import ParticleImages
     from deephemnma.io.star import phase_flipped
     from deephemnma.progress import progress_bar
@@ -880,7 +893,9 @@ def train(
     last_path, best_path = out / LAST, out / BEST
 
     inputs = _read_inputs(labels, particles, modes, labels_suffix, config, d, log)
-    previous, config = _previous_run(last_path, config, restart)
+    files = {"labels": labels, "particles": particles, "modes": modes, "reference": reference}
+    inputs_sha256 = files_sha256(files)
+    previous, config = _previous_run(last_path, config, restart, inputs_sha256)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     splits = _splits(out, inputs, config, previous, d)
@@ -957,6 +972,7 @@ def train(
         "phase_flipped": phase_flipped(inputs.particle_table),
         "config": config.to_dict(),
         "splits": {k: int(len(v)) for k, v in splits.items()},
+        "inputs_sha256": inputs_sha256,
     }
     record = _run_record(labels, particles, modes, labels_suffix, inputs, splits, config, dev, d)
     record["cuda_graphs_active"] = bool(graphed)
