@@ -674,6 +674,22 @@ def test_predict_with_tta_is_equivariant_and_writes_the_spread(trained, tmp_path
     got16 = euler_to_matrix(torch.as_tensor(angles_deg(moved16)))
     assert float(angular_error_deg(got16, want16).max()) < 0.01
     assert not np.allclose(angles_deg(plain16), angles_deg(plain), atol=1e-3)
+    # 40 copies (each also moved by ±1 pixel along x and y): still exactly equivariant.
+    kw40 = {**kw, "tta_shift_px": 1}
+    result = predict(val.path, run, tmp_path / "f.star", **kw40)
+    assert result["tta_copies"] == 40
+    plain40 = read_particles(result["out"])
+    moved40 = read_particles(predict(tmp_path / "turned.star", run, tmp_path / "g.star",
+                                     **kw40)["out"])  # fmt: skip
+    want40_m, want40_s = transform_labels(
+        euler_to_matrix(torch.as_tensor(angles_deg(plain40))),
+        torch.as_tensor(shifts_A(plain40)),
+        maps,
+    )
+    got40 = euler_to_matrix(torch.as_tensor(angles_deg(moved40)))
+    assert float(angular_error_deg(got40, want40_m).max()) < 0.01
+    np.testing.assert_allclose(shifts_A(moved40), want40_s.numpy(), atol=1e-4)
+    assert not np.allclose(angles_deg(plain40), angles_deg(plain), atol=1e-3)
 
 
 def test_cli_train_predict_evaluate(tiny, tmp_path):

@@ -27,18 +27,20 @@ def _arbitrary_predictor(size: int, seed: int = 0):
     return predict_one
 
 
-@pytest.mark.parametrize("turns", [1, 2])
-def test_consensus_is_exactly_equivariant(turns):
+@pytest.mark.parametrize(("turns", "shift_px"), [(1, 0), (2, 0), (1, 2)])
+def test_consensus_is_exactly_equivariant(turns, shift_px):
     # With turns, the copies of g·I are still those of I in another order: each is turned
-    # after its dihedral permutation, and permutations compose exactly.
+    # after its dihedral permutation, and permutations compose exactly; so with shifts, whose
+    # offsets are a D4-invariant set.
     g = torch.Generator().manual_seed(1)
     images = torch.randn(5, 1, 16, 16, generator=g, dtype=torch.float64)
     predict_one = _arbitrary_predictor(16)
-    plain = dihedral_predict(predict_one, images, turns)
+    kw = {"turns": turns, "shift_px": shift_px, "pixel_size_A": 1.3}
+    plain = dihedral_predict(predict_one, images, **kw)
     maps = torch.as_tensor(np.stack(DIHEDRAL), dtype=torch.float64)
     for element in range(8):
         which = torch.full((5,), element)
-        moved = dihedral_predict(predict_one, dihedral_images(images[:, 0], which)[:, None], turns)
+        moved = dihedral_predict(predict_one, dihedral_images(images[:, 0], which)[:, None], **kw)
         want_m, want_s = transform_labels(plain["matrices"], plain["shifts_A"], maps[which])
         assert angular_error_deg(moved["matrices"], want_m).max() < 1e-5, element
         assert torch.allclose(moved["shifts_A"], want_s, atol=1e-10), element
@@ -107,3 +109,37 @@ def test_turned_copies_form_d8_and_map_labels_back_exactly():
 
     out = dihedral_predict(centroid, blobs[:, None], turns=2)
     assert torch.allclose(out["shifts_A"], centers, atol=1e-3)
+
+
+def test_shifted_copies_map_their_shift_estimates_back(monkeypatch):
+    # A predictor that reads each particle's origin off the image (minus its centroid, in Å):
+    # every one of the 8 × 5 copies must give the original image's origin back. The consensus
+    # (a median) would hide a wrong sign on a minority of copies, so the copies are checked.
+    import deephemnma.network.tta as tta
+
+    n, pixel_A = 48, 1.3  # room for the moved blobs: no tail wraps around
+    y, x = torch.meshgrid(torch.arange(n) - n // 2, torch.arange(n) - n // 2, indexing="ij")
+    centers = torch.tensor([[3.0, -5.0], [-6.5, 2.25], [0.0, 7.0]], dtype=torch.float64)
+    blobs = torch.exp(
+        -((x - centers[:, 0, None, None]) ** 2 + (y - centers[:, 1, None, None]) ** 2) / 8.0
+    )
+
+    def origin(images):
+        w = images[:, 0].double()
+        mass = w.sum((-1, -2))
+        position = torch.stack([(w * x).sum((-1, -2)), (w * y).sum((-1, -2))], -1)
+        return {"shifts_A": -pixel_A * position / mass[:, None]}
+
+    seen = {}
+
+    def keep(per_copy):
+        seen.update(per_copy)
+        return consensus(per_copy)
+
+    monkeypatch.setattr(tta, "consensus", keep)
+    assert tta.copy_offsets_px(3) == [(0, 0), (3, 0), (-3, 0), (0, 3), (0, -3)]
+    out = dihedral_predict(origin, blobs[:, None], shift_px=3, pixel_size_A=pixel_A)
+    assert seen["shifts_A"].shape == (40, 3, 2)
+    want = -pixel_A * centers
+    assert torch.allclose(seen["shifts_A"], want.expand(40, 3, 2), atol=1e-3)
+    assert torch.allclose(out["shifts_A"], want, atol=1e-3)

@@ -37,6 +37,7 @@ from deephemnma.network.checkpoint import LoadedNetwork, load_network, resolve_c
 from deephemnma.network.data import ParticleDataset
 from deephemnma.network.model import decode, fold_batchnorm
 from deephemnma.network.train import bf16_fast, resolve_device, use_fast_kernels
+from deephemnma.network.tta import copy_offsets_px
 
 __all__ = ["predict", "predict_chunks", "prepare_for_inference"]
 
@@ -75,14 +76,15 @@ def predict_chunks(
     tta: bool = False,
     reader: str = "threads",
     tta_turns: int = 1,
+    tta_shift_px: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Predictions for each (non-empty) array of particle rows in ``chunks`` of ``images`` (a
     ParticleImages), yielded chunk by chunk: ``amplitudes`` (n, M), ``angles_deg`` (n, 3),
     ``shifts_A`` (n, 2), float64, for the heads the net has. ``transform``: from
     :func:`input_transform`, applied on the device before the normalization. ``tta``: the
     consensus of the 8 dihedral copies of each image (:mod:`deephemnma.network.tta`; 8 ×
-    ``tta_turns`` with in-plane turns), with ``spread_deg`` (n,) when rotations are
-    predicted. ``workers``: threads that read ahead
+    ``tta_turns`` with in-plane turns, × 5 with ``tta_shift_px``), with ``spread_deg`` (n,)
+    when rotations are predicted. ``workers``: threads that read ahead
     (:mod:`deephemnma.io.prefetch`; 0: none), or with ``reader="processes"`` the processes of
     a torch DataLoader.
 
@@ -125,7 +127,7 @@ def predict_chunks(
         if n < batch_size and _pad_batches(device):
             x = torch.cat([x, x.new_zeros((batch_size - n, *x.shape[1:]))])
         if tta:
-            phys = dihedral_predict(predict_one, x, tta_turns)
+            phys = dihedral_predict(predict_one, x, tta_turns, tta_shift_px, loaded.pixel_size_A)
             if "matrices" in phys:
                 phys["angles_deg"] = matrix_to_euler(phys["matrices"])
         else:
@@ -242,6 +244,7 @@ def predict(
     tta: bool = False,
     reader: str = "threads",
     tta_turns: int = 1,
+    tta_shift_px: int = 0,
 ) -> dict:
     """Predict every particle of ``particles`` with ``checkpoint`` (file or training folder)
     and write the STAR ``out``. Returns ``{"out", "n", "seconds", "images_per_s",
@@ -265,6 +268,8 @@ def predict(
         raise InputError("batch and chunk sizes must be positive", field="--batch-size")
     if tta_turns < 1:
         raise InputError("must be at least 1", field="--tta-turns", found=tta_turns)
+    if tta_shift_px < 0:
+        raise InputError("must be at least 0", field="--tta-shift-px", found=tta_shift_px)
     _check_reader(reader)
     ckpt_path = resolve_checkpoint(checkpoint)
     loaded = load_network(ckpt_path, "cpu")
@@ -287,6 +292,7 @@ def predict(
         "bf16": bf16,
         "tta": bool(tta),
         **({"tta_turns": tta_turns} if tta and tta_turns > 1 else {}),
+        **({"tta_shift_px": tta_shift_px} if tta and tta_shift_px > 0 else {}),
     }
     meta_path = parts_dir / "meta.json"
     if parts_dir.exists():
@@ -327,7 +333,7 @@ def predict(
         chunks = predict_chunks(
             model, loaded, images, [np.arange(lo, hi) for _, lo, hi in todo], dev,
             batch_size, bf16, workers=workers, bar=bar, transform=transform, tta=tta,
-            reader=reader, tta_turns=tta_turns,
+            reader=reader, tta_turns=tta_turns, tta_shift_px=tta_shift_px,
         )  # fmt: skip
         for (index, _, _), arrays in zip(todo, chunks, strict=True):
             path = parts_dir / f"part_{index:05d}.npz"
@@ -368,6 +374,6 @@ def predict(
         "chunks_reused": reused,
         "bf16": bf16,
         "tta": bool(tta),
-        "tta_copies": 8 * tta_turns if tta else 0,
+        "tta_copies": 8 * tta_turns * len(copy_offsets_px(tta_shift_px)) if tta else 0,
         "device": str(dev),
     }

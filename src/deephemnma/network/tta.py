@@ -27,6 +27,14 @@ the maps ``L = R(j·90°/T) · L_g``; T = 2 gives the 16 elements of D8. Their l
 exact as the dihedral ones; the turned images are sinc-interpolated. The consensus stays
 exactly equivariant under D4: each copy is turned after its dihedral permutation, so the
 copies of ``g·I`` are those of ``I`` in another order.
+
+**Shifts** (``shift_px`` = P > 0): each copy is also shown at the 5 offsets 0, (±P, 0),
+(0, ±P) pixels (``torch.roll``: an exact permutation; what leaves the box on one side
+re-enters on the other, background for a centered particle), 8·T·5 copies. A convolutional
+network with strided layers is not translation-equivariant to the pixel, so these are
+further partly independent estimates. A particle moved by ``t`` has the origin ``s − t``
+(:mod:`deephemnma.network.data`), so the copy's shift estimate is mapped back by adding
+``t``. The offsets are a D4-invariant set, so the consensus stays exactly equivariant.
 """
 
 from __future__ import annotations
@@ -40,7 +48,14 @@ from deephemnma.geometry import geodesic_distance_deg
 from deephemnma.io.star import POSE_SPREAD as SPREAD_LABEL
 from deephemnma.network.data import DIHEDRAL, dihedral_images, rotate_images
 
-__all__ = ["SPREAD_LABEL", "consensus", "copy_maps", "dihedral_predict", "project_to_so3"]
+__all__ = [
+    "SPREAD_LABEL",
+    "consensus",
+    "copy_maps",
+    "copy_offsets_px",
+    "dihedral_predict",
+    "project_to_so3",
+]
 
 
 def project_to_so3(matrices: torch.Tensor) -> torch.Tensor:
@@ -113,9 +128,27 @@ def _inverse_maps(device: torch.device, turns: int = 1) -> tuple[torch.Tensor, t
     return (torch.as_tensor(back_2d, device=device), torch.as_tensor(back_3d, device=device))
 
 
-def dihedral_predict(predict_one, images: torch.Tensor, turns: int = 1) -> dict[str, torch.Tensor]:
+def copy_offsets_px(shift_px: int = 0) -> list[tuple[int, int]]:
+    """The (x, y) pixel offsets of the shifted copies: none, or 0, (±P, 0), (0, ±P)."""
+    if shift_px < 0:
+        raise ValueError(f"shift_px must be ≥ 0, got {shift_px}")
+    if shift_px == 0:
+        return [(0, 0)]
+    p = int(shift_px)
+    return [(0, 0), (p, 0), (-p, 0), (0, p), (0, -p)]
+
+
+def dihedral_predict(
+    predict_one,
+    images: torch.Tensor,
+    turns: int = 1,
+    shift_px: int = 0,
+    pixel_size_A: float = 1.0,
+) -> dict[str, torch.Tensor]:
     """The consensus of ``predict_one`` over the 8·``turns`` copies of ``images`` (B, 1, H, W)
-    (module docstring; ``turns=1``: the D4 copies).
+    (module docstring; ``turns=1``: the D4 copies), each also at the offsets of
+    :func:`copy_offsets_px` (``shift_px`` > 0; ``pixel_size_A``: the images', to map the shift
+    estimates back).
 
     predict_one(images (B, 1, H, W)) → dict of physical parameters of those images
     (``matrices`` (B, 3, 3), ``shifts_A`` (B, 2), ``amplitudes`` (B, M), as
@@ -123,21 +156,28 @@ def dihedral_predict(predict_one, images: torch.Tensor, turns: int = 1) -> dict[
     """
     b = images.shape[0]
     back_2d, back_3d = _inverse_maps(images.device, turns)
+    offsets = copy_offsets_px(shift_px)
     per_copy: dict[str, list[torch.Tensor]] = {"matrices": [], "shifts_A": [], "amplitudes": []}
     for index in range(len(back_2d)):
         turn, element = divmod(index, len(DIHEDRAL))
         which = torch.full((b,), element, dtype=torch.long, device=images.device)
-        copies = dihedral_images(images[:, 0], which)
+        turned = dihedral_images(images[:, 0], which)
         if turn:  # made on the device: no host-to-device copy per batch
             angle = torch.full(
                 (b,), _turn_rad(turn, turns), dtype=torch.float64, device=images.device
             )
-            copies = rotate_images(copies, angle)
-        phys = predict_one(copies[:, None])
-        if "matrices" in phys:
-            per_copy["matrices"].append(back_3d[index] @ phys["matrices"].double())
-        if "shifts_A" in phys:
-            per_copy["shifts_A"].append(phys["shifts_A"].double() @ back_2d[index].T)
-        if "amplitudes" in phys:
-            per_copy["amplitudes"].append(phys["amplitudes"].double())
+            turned = rotate_images(turned, angle)
+        for tx, ty in offsets:
+            # I'(p) = I(p − t): the particle moves by t, its origin becomes s − t.
+            copies = torch.roll(turned, (ty, tx), dims=(-2, -1)) if tx or ty else turned
+            phys = predict_one(copies[:, None])
+            if "matrices" in phys:
+                per_copy["matrices"].append(back_3d[index] @ phys["matrices"].double())
+            if "shifts_A" in phys:
+                moved = phys["shifts_A"].double().clone()
+                moved[:, 0] += tx * pixel_size_A  # scalars: no host-to-device copy
+                moved[:, 1] += ty * pixel_size_A
+                per_copy["shifts_A"].append(moved @ back_2d[index].T)
+            if "amplitudes" in phys:
+                per_copy["amplitudes"].append(phys["amplitudes"].double())
     return consensus({k: torch.stack(v) for k, v in per_copy.items() if v})
