@@ -24,8 +24,19 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def files_sha256(files: dict[str, str | os.PathLike | None]) -> dict[str, str]:
-    """:func:`file_sha256` of each named file that is given (None: skipped)."""
-    return {name: file_sha256(path) for name, path in files.items() if path is not None}
+    """:func:`file_sha256` of each named file that is given (None: skipped); InputError
+    naming the file that cannot be read."""
+    from deephemnma.errors import InputError
+
+    digests = {}
+    for name, path in files.items():
+        if path is None:
+            continue
+        try:
+            digests[name] = file_sha256(path)
+        except OSError as exc:
+            raise InputError(f"cannot read the {name} file: {exc.strerror}", path=path) from None
+    return digests
 
 
 def changed_files(old: dict[str, str], new: dict[str, str]) -> list[str]:
