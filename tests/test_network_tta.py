@@ -27,6 +27,24 @@ def _arbitrary_predictor(size: int, seed: int = 0):
     return predict_one
 
 
+BLOB_CENTERS = torch.tensor([[3.0, -5.0], [-6.5, 2.25], [0.0, 7.0]], dtype=torch.float64)
+
+
+def _blobs_and_centroid(n: int):
+    """(3, n, n) Gaussian blobs at :data:`BLOB_CENTERS` (x, y pixels from ``n//2``), and a
+    function giving the centroid (B, 2) of images (B, 1, n, n)."""
+    y, x = torch.meshgrid(torch.arange(n) - n // 2, torch.arange(n) - n // 2, indexing="ij")
+    c = BLOB_CENTERS
+    blobs = torch.exp(-((x - c[:, 0, None, None]) ** 2 + (y - c[:, 1, None, None]) ** 2) / 8.0)
+
+    def centroid(images):
+        w = images[:, 0].double()
+        position = torch.stack([(w * x).sum((-1, -2)), (w * y).sum((-1, -2))], -1)
+        return position / w.sum((-1, -2))[:, None]
+
+    return blobs, centroid
+
+
 @pytest.mark.parametrize(("turns", "shift_px"), [(1, 0), (2, 0), (1, 2)])
 def test_consensus_is_exactly_equivariant(turns, shift_px):
     # With turns, the copies of g·I are still those of I in another order: each is turned
@@ -94,21 +112,13 @@ def test_turned_copies_form_d8_and_map_labels_back_exactly():
             assert np.abs(flat - (a @ b).reshape(4)).sum(-1).min() < 1e-12
     # A predictor that reads each image's centroid (an exactly covariant shift: s' = L s)
     # must get the same answer back from all 16 copies, the turned ones included.
-    n = 32
-    y, x = torch.meshgrid(torch.arange(n) - n // 2, torch.arange(n) - n // 2, indexing="ij")
-    centers = torch.tensor([[3.0, -5.0], [-6.5, 2.25], [0.0, 7.0]], dtype=torch.float64)
-    blobs = torch.exp(
-        -((x - centers[:, 0, None, None]) ** 2 + (y - centers[:, 1, None, None]) ** 2) / 8.0
-    )
+    blobs, centroid = _blobs_and_centroid(32)
 
-    def centroid(images):
-        w = images[:, 0].double()
-        mass = w.sum((-1, -2))
-        return {"shifts_A": torch.stack([(w * x).sum((-1, -2)), (w * y).sum((-1, -2))], -1)
-                / mass[:, None]}  # fmt: skip
+    def predict_one(images):
+        return {"shifts_A": centroid(images)}
 
-    out = dihedral_predict(centroid, blobs[:, None], turns=2)
-    assert torch.allclose(out["shifts_A"], centers, atol=1e-3)
+    out = dihedral_predict(predict_one, blobs[:, None], turns=2)
+    assert torch.allclose(out["shifts_A"], BLOB_CENTERS, atol=1e-3)
 
 
 def test_shifted_copies_map_their_shift_estimates_back(monkeypatch):
@@ -117,18 +127,11 @@ def test_shifted_copies_map_their_shift_estimates_back(monkeypatch):
     # (a median) would hide a wrong sign on a minority of copies, so the copies are checked.
     import deephemnma.network.tta as tta
 
-    n, pixel_A = 48, 1.3  # room for the moved blobs: no tail wraps around
-    y, x = torch.meshgrid(torch.arange(n) - n // 2, torch.arange(n) - n // 2, indexing="ij")
-    centers = torch.tensor([[3.0, -5.0], [-6.5, 2.25], [0.0, 7.0]], dtype=torch.float64)
-    blobs = torch.exp(
-        -((x - centers[:, 0, None, None]) ** 2 + (y - centers[:, 1, None, None]) ** 2) / 8.0
-    )
+    pixel_A = 1.3
+    blobs, centroid = _blobs_and_centroid(48)  # room for the moved blobs: no tail wraps
 
     def origin(images):
-        w = images[:, 0].double()
-        mass = w.sum((-1, -2))
-        position = torch.stack([(w * x).sum((-1, -2)), (w * y).sum((-1, -2))], -1)
-        return {"shifts_A": -pixel_A * position / mass[:, None]}
+        return {"shifts_A": -pixel_A * centroid(images)}
 
     seen = {}
 
@@ -140,6 +143,6 @@ def test_shifted_copies_map_their_shift_estimates_back(monkeypatch):
     assert tta.copy_offsets_px(3) == [(0, 0), (3, 0), (-3, 0), (0, 3), (0, -3)]
     out = dihedral_predict(origin, blobs[:, None], shift_px=3, pixel_size_A=pixel_A)
     assert seen["shifts_A"].shape == (40, 3, 2)
-    want = -pixel_A * centers
+    want = -pixel_A * BLOB_CENTERS
     assert torch.allclose(seen["shifts_A"], want.expand(40, 3, 2), atol=1e-3)
     assert torch.allclose(out["shifts_A"], want, atol=1e-3)
