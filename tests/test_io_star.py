@@ -260,6 +260,8 @@ def test_columns_of_repeated_values_are_written_as_starfile_writes_them():
     frame["zeros"] = np.tile([0.0, -0.0, 0.0], 2000)
     frame.loc[5990, "f64"] = 7.25  # a value first seen after the sample
     frame["distinct"] = np.arange(len(frame)) / 7.0
+    frame["equal_objects"] = pd.Series([1, 1.0, True] * 2000, dtype=object)
+    frame["f32_zeros"] = np.tile(np.array([0.0, -0.0, 0.0], dtype=np.float32), 2000)
     assert star.loop_block("particles", frame) == list(
         starfile_loop_block("particles", frame, float_format=None)
     )

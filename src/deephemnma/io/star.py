@@ -363,7 +363,7 @@ def _column_text(values: pd.Series) -> list[str]:
     """The cells of one column as text. A column whose first rows repeat values (a CTF per
     micrograph, an optics group, a class) has each distinct value formatted once: formatting
     is most of the writing time (``repr`` of a float64 costs ~0.6 µs)."""
-    if len(values) > _REPEATS_SAMPLE:
+    if len(values) > _REPEATS_SAMPLE and _same_value_same_text(values.dtype):
         head = _factorize_key(values.iloc[:_REPEATS_SAMPLE])
         if len(pd.unique(head)) <= _REPEATS_SAMPLE // 4:
             codes, _ = pd.factorize(_factorize_key(values), use_na_sentinel=False)
@@ -372,6 +372,14 @@ def _column_text(values: pd.Series) -> list[str]:
             distinct = np.array(_plain_column_text(values.iloc[first]), dtype=object)
             return distinct[codes].tolist()
     return _plain_column_text(values)
+
+
+def _same_value_same_text(dtype) -> bool:
+    """Whether cells that factorize as equal are always written alike: not so for objects
+    (``1``, ``1.0`` and ``True`` are equal) or other floats (``-0.0 == 0.0``)."""
+    if dtype == np.float64 or isinstance(dtype, pd.StringDtype):
+        return True
+    return isinstance(dtype, np.dtype) and dtype.kind in "iub"
 
 
 def _factorize_key(values: pd.Series):
