@@ -62,11 +62,6 @@ def predict_command(
         help="With --tta: also turn each of the 8 copies in-plane by multiples of 90°/N "
         "(2: 16 copies, at 0° and 45°; sinc-interpolated), N× the TTA work.",
     ),
-    tta_shift_px: int = typer.Option(
-        0,
-        help="With --tta: also show each copy moved by P pixels along ±x and ±y (whole "
-        "pixels: exact; 5× the TTA work). 0: off.",
-    ),
     refine: bool = typer.Option(
         False,
         "--refine/--no-refine",
@@ -98,7 +93,6 @@ def predict_command(
         "progress": not quiet,
         "tta": tta,
         "tta_turns": tta_turns,
-        "tta_shift_px": tta_shift_px,
     }
     if refine:
         _predict_refined(particles, checkpoint, out, modes, reference, options,

@@ -250,8 +250,10 @@ def predict(
     and write the STAR ``out``. Returns ``{"out", "n", "seconds", "images_per_s",
     "chunks_computed", "chunks_reused", "bf16"}``. ``stop_after_chunks`` ends early, as a
     kill would (for tests). ``tta``: test-time augmentation (:mod:`deephemnma.network.tta`;
-    8× the work; 8 × ``tta_turns`` copies with in-plane turns), which also writes each
-    particle's pose spread (``deephemnmaPoseSpreadDeg``).
+    8× the work; 8 × ``tta_turns`` copies with in-plane turns, × 5 with ``tta_shift_px`` > 0,
+    the copies also moved by that many pixels: a library option, not the CLI's, for it gave
+    no gain where it was measured, docs/network.md), which also writes each particle's pose
+    spread (``deephemnmaPoseSpreadDeg``).
     ``workers`` (−1: 4 on a GPU, none on the CPU) and ``reader`` as :func:`predict_chunks`.
     The time is also given in parts: ``setup_seconds`` (reading the STAR and the network),
     ``compute_seconds`` (reading the images and predicting), ``write_seconds`` (the STAR)."""
@@ -269,7 +271,7 @@ def predict(
     if tta_turns < 1:
         raise InputError("must be at least 1", field="--tta-turns", found=tta_turns)
     if tta_shift_px < 0:
-        raise InputError("must be at least 0", field="--tta-shift-px", found=tta_shift_px)
+        raise InputError("must be at least 0", field="tta_shift_px", found=tta_shift_px)
     _check_reader(reader)
     ckpt_path = resolve_checkpoint(checkpoint)
     loaded = load_network(ckpt_path, "cpu")

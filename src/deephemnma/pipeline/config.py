@@ -98,9 +98,6 @@ class PredictSection:
     tta_turns: int = _key(
         1, "With tta: each copy also turned by multiples of 90°/N (2: 16 copies, 2× the work)."
     )
-    tta_shift_px: int = _key(
-        0, "With tta: each copy also moved by P pixels along ±x and ±y (5× the work). 0: off."
-    )
 
 
 @dataclass(frozen=True)

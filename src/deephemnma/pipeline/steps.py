@@ -309,7 +309,6 @@ def run_predict(ctx: Context) -> dict:
         "progress": ctx.config.project.progress,
         "tta": cfg.tta,
         "tta_turns": cfg.tta_turns,
-        "tta_shift_px": cfg.tta_shift_px,
     }
     final = out / "particles.star"
     if cfg.refine:
