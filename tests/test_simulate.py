@@ -1,6 +1,7 @@
 """The paper-ak simulator and preprocessing: determinism, resumability, SNR, phase flip,
 ground truth, downsampling."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import torch
 from deephemnma import simulate as sim
 from deephemnma.cli.main import main
 from deephemnma.ctf import CTFParams, ctf_rfft
+from deephemnma.errors import InputError
 from deephemnma.geometry import euler_to_matrix
 from deephemnma.io.mrc import ParticleImages
-from deephemnma.io.star import read_particles
+from deephemnma.io.star import read_particles, select, write_particles
 from deephemnma.preprocess import PreprocessConfig, fourier_crop, preprocess_dataset
 from deephemnma.project import atom_model, render_images
 
@@ -216,6 +218,19 @@ def test_preprocess_library_is_resumable(tmp_path):
     preprocess_dataset(tmp_path / "s" / "particles.star", tmp_path / "p", config, progress=False)
     assert _stack_bytes(tmp_path / "p") == first
     assert star.exists()
+    # The batch size changes the speed only; a rerun with it resumes.
+    faster = replace(config, batch_size=2)
+    preprocess_dataset(tmp_path / "s" / "particles.star", tmp_path / "p", faster, progress=False)
+    # Other settings, or other particles under the same name, must not take these chunks.
+    unflipped = replace(config, phase_flip=False)
+    with pytest.raises(InputError, match="different settings or inputs") as err:
+        preprocess_dataset(tmp_path / "s" / "particles.star", tmp_path / "p", unflipped)
+    assert err.value.found == "changed: config"
+    table = read_particles(tmp_path / "s" / "particles.star")
+    write_particles(tmp_path / "s" / "particles.star", select(table, [5, 4, 3, 2, 1, 0]))
+    with pytest.raises(InputError, match="different settings or inputs") as err:
+        preprocess_dataset(tmp_path / "s" / "particles.star", tmp_path / "p", config)
+    assert err.value.found == "changed: particles file"
 
 
 @pytest.mark.parametrize(

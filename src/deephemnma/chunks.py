@@ -1,22 +1,64 @@
-"""Resumable chunked writing of particle stacks.
+"""Resumable chunked work: particle stacks written chunk by chunk, and the job record that
+says whose chunks an output folder holds.
 
 Work on N images is cut into chunks of ``chunk_size``; chunk ``i`` becomes one MRCS file,
 written to a temporary name and renamed when complete, so after a crash (or ``kill -9``) a
 chunk file either exists whole or not at all, and a rerun computes only the missing chunks.
 Each chunk's computation must depend only on its index (seeded per chunk), so a resumed run
-is bit-identical to an uninterrupted one.
+is bit-identical to an uninterrupted one. A rerun may only take over the chunks of the same
+job: :func:`claim_folder` compares its settings and its input files' contents with those the
+folder was made with.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 
+from deephemnma.errors import InputError
 from deephemnma.io.mrc import chunk_filename, write_stack
 from deephemnma.progress import progress_bar
+
+
+def claim_folder(path: Path, record: dict, what: str) -> None:
+    """Write the job's ``record`` (JSON) to ``path``, or check that the one there is the
+    same; InputError naming what changed otherwise. ``what`` the folder holds, for the
+    message ("an alignment"). Input contents go in ``record["inputs_sha256"]``
+    (:func:`deephemnma.io.digest.files_sha256`), so a changed file is named."""
+    from deephemnma.io.atomic import atomic_write_text
+
+    record = json.loads(json.dumps(record))  # tuples become lists, as in the file
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != record:
+            raise InputError(
+                f"output folder holds {what} with different settings or inputs; "
+                "choose another folder or delete it",
+                path=path.parent,
+                found="changed: " + ", ".join(_changes(previous, record)),
+            )
+        return
+    atomic_write_text(path, json.dumps(record, indent=2))
+
+
+def _changes(previous: dict, record: dict) -> list[str]:
+    """What differs between two job records; for the inputs, which files."""
+    from deephemnma.io.digest import changed_files
+
+    changed = []
+    for key in dict.fromkeys([*previous, *record]):
+        old, new = previous.get(key), record.get(key)
+        if old == new:
+            continue
+        if key == "inputs_sha256" and isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"{name} file" for name in changed_files(old, new)]
+        else:
+            changed.append(key)
+    return changed
 
 
 def chunk_slices(n_items: int, chunk_size: int) -> list[slice]:

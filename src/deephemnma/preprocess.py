@@ -8,7 +8,7 @@ unchanged. Intensities keep their scale (a mean density stays a mean density).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -137,9 +137,12 @@ def preprocess_dataset(
 
     The new STAR keeps all columns (poses in Å, amplitudes, ground truth) and updates the
     image names, ``rlnImagePixelSize``, ``rlnImageSize`` and ``rlnCtfDataArePhaseFlipped``.
-    Resumable: finished chunks are kept.
+    Resumable: finished chunks are kept, by the same job only (``OUT/preprocess.json``: the
+    settings and the input STAR's SHA-256; InputError if they changed).
     """
-    from deephemnma.chunks import write_chunked_stacks
+    from deephemnma import __version__
+    from deephemnma.chunks import claim_folder, write_chunked_stacks
+    from deephemnma.io.digest import files_sha256
     from deephemnma.io.mrc import ParticleImages
     from deephemnma.io.star import (
         ParticleTable,
@@ -186,6 +189,15 @@ def preprocess_dataset(
         return np.concatenate(out)
 
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in asdict(config).items() if k != "batch_size"}  # speed only
+    record = {
+        "deephemnma": __version__,
+        "particles": str(Path(star_path).resolve()),
+        "inputs_sha256": files_sha256({"particles": star_path}),
+        "config": settings,
+    }
+    claim_folder(out / "preprocess.json", record, "preprocessed particles")
     names = write_chunked_stacks(
         len(particles),
         config.chunk_size,

@@ -29,7 +29,6 @@ from deephemnma.align.run import (
     cached_table,
     chunk_complete,
     chunk_plan,
-    claim_folder,
     dataset_inputs,
     inputs_sha256,
     library_to,
@@ -39,6 +38,7 @@ from deephemnma.align.run import (
     with_batch_size,
 )
 from deephemnma.align.stage1 import AlignConfig, make_library
+from deephemnma.chunks import claim_folder
 from deephemnma.geometry import euler_to_matrix, matrix_to_euler
 
 START = "deephemnmaStart"
@@ -217,7 +217,7 @@ def refine_dataset(
         "use_ctf": use_ctf,
         "center": center,
     }
-    claim_folder(out / "config.json", record)
+    claim_folder(out / "config.json", record, "a refinement")
     job = RefineJob(
         str(Path(particles).resolve()),
         str(Path(modes).resolve()),

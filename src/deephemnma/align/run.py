@@ -20,6 +20,7 @@ import torch
 
 from deephemnma import __version__
 from deephemnma.align.stage1 import AlignConfig, align_images, make_library
+from deephemnma.chunks import claim_folder
 from deephemnma.errors import InputError
 from deephemnma.geometry import matrix_to_euler
 
@@ -283,7 +284,7 @@ def align_dataset(
         "use_ctf": use_ctf,
         "center": center,
     }
-    claim_folder(out / "config.json", record)
+    claim_folder(out / "config.json", record, "an alignment")
 
     library_path = out / f"library_{config.search_size}.pt"
     if not library_path.exists():
@@ -394,41 +395,6 @@ def inputs_sha256(particles, modes, reference) -> dict[str, str]:
     from deephemnma.io.digest import files_sha256
 
     return files_sha256({"particles": particles, "modes": modes, "reference": reference})
-
-
-def _changes(previous: dict, record: dict) -> list[str]:
-    """What differs between two job records; for the inputs, which files."""
-    from deephemnma.io.digest import changed_files
-
-    changed = []
-    for key in dict.fromkeys([*previous, *record]):
-        old, new = previous.get(key), record.get(key)
-        if old == new:
-            continue
-        if key == "inputs_sha256" and isinstance(old, dict) and isinstance(new, dict):
-            changed += [f"{name} file" for name in changed_files(old, new)]
-        else:
-            changed.append(key)
-    return changed
-
-
-def claim_folder(path: Path, record: dict) -> None:
-    """Write the job's ``record`` to ``path``, or check that the one there is the same: an
-    output folder's chunks are reused only by the job that made them."""
-    from deephemnma.io.atomic import atomic_write_text
-
-    record = json.loads(json.dumps(record))  # tuples become lists, as in the file
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != record:
-            raise InputError(
-                "output folder holds an alignment with different settings or inputs; "
-                "choose another folder or delete it",
-                path=path.parent,
-                found="changed: " + ", ".join(_changes(previous, record)),
-            )
-        return
-    atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def write_results(table, paths, mode_numbers, star_path: Path) -> Path:
