@@ -51,6 +51,14 @@ def test_simulate_is_bit_identical_for_the_same_seed_and_resumes(tmp_path):
     ).read_text()
     # A different seed is a different dataset and is not mixed into an existing folder.
     assert main([*args[: -len(SMALL)], *SMALL, "--seed", "4", "-o", str(tmp_path / "a")]) == 2
+    # Nor are images at the poses of another STAR under the same name (--poses).
+    poses = tmp_path / "poses.star"
+    table = read_particles(tmp_path / "a" / "particles.star")
+    write_particles(poses, table)
+    again = ["simulate", "--poses", str(poses), "--chunk-size", "2", "--quiet"]
+    assert main([*again, "-o", str(tmp_path / "c")]) == 0
+    write_particles(poses, select(table, [5, 4, 3, 2, 1, 0]))
+    assert main([*again, "-o", str(tmp_path / "c")]) == 2
 
 
 def test_ground_truth_follows_the_paper_protocol(tmp_path):
@@ -225,12 +233,12 @@ def test_preprocess_library_is_resumable(tmp_path):
     unflipped = replace(config, phase_flip=False)
     with pytest.raises(InputError, match="different settings or inputs") as err:
         preprocess_dataset(tmp_path / "s" / "particles.star", tmp_path / "p", unflipped)
-    assert err.value.found == "changed: config"
+    assert "(changed: config)" in err.value.message
     table = read_particles(tmp_path / "s" / "particles.star")
     write_particles(tmp_path / "s" / "particles.star", select(table, [5, 4, 3, 2, 1, 0]))
     with pytest.raises(InputError, match="different settings or inputs") as err:
         preprocess_dataset(tmp_path / "s" / "particles.star", tmp_path / "p", config)
-    assert err.value.found == "changed: particles file"
+    assert "(changed: particles file)" in err.value.message
 
 
 @pytest.mark.parametrize(

@@ -35,11 +35,11 @@ def claim_folder(path: Path, record: dict, what: str) -> None:
     if path.exists():
         previous = json.loads(path.read_text())
         if previous != record:
+            changed = ", ".join(_changes(previous, record))
             raise InputError(
-                f"output folder holds {what} with different settings or inputs; "
-                "choose another folder or delete it",
+                f"output folder holds {what} with different settings or inputs (changed: "
+                f"{changed}); choose another folder or delete it",
                 path=path.parent,
-                found="changed: " + ", ".join(_changes(previous, record)),
             )
         return
     atomic_write_text(path, json.dumps(record, indent=2))

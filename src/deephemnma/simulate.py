@@ -12,6 +12,7 @@ resumed therefore writes the same bytes as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 
 from deephemnma import __version__
-from deephemnma.chunks import write_chunked_stacks
+from deephemnma.chunks import claim_folder, write_chunked_stacks
 from deephemnma.ctf import ctf_rfft_shared
 from deephemnma.errors import InputError, check_settings
 from deephemnma.geometry import euler_to_matrix
@@ -276,8 +277,9 @@ def simulate_dataset(
         "mode_numbers": mode_numbers.tolist(),
         "n_atoms": structure.n_atoms,
         "poses_from_star": ground_truth is not None,
+        "inputs_sha256": _inputs_sha256(structure, modes, ground_truth, optics),
     }
-    _claim_directory(out / "simulation.json", record)
+    claim_folder(out / "simulation.json", record, "a simulation")
 
     if ground_truth is None:
         ground_truth = sample_ground_truth(config, mode_numbers)
@@ -337,22 +339,27 @@ def write_reference_map(path: Path, model: AtomModel, box_size: int, voxel_size_
     write_volume(path, volume.float().cpu().numpy(), voxel_size_A)
 
 
-def _claim_directory(path: Path, record: dict) -> None:
-    """Write the run record, or check that an existing one (a run to resume) matches."""
-    from deephemnma.io.atomic import atomic_write_text
+def _inputs_sha256(structure, modes, ground_truth, optics) -> dict[str, str]:
+    """Fingerprints of what the images are rendered from (the reference's atoms, the modes,
+    the poses and optics of ``--poses``), for :func:`deephemnma.chunks.claim_folder`: a
+    rerun into the folder with another reference or poses file must not take its chunks."""
 
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if {k: previous.get(k) for k in record} != record:
-            raise InputError(
-                "output folder holds a simulation with different settings; choose another "
-                "folder or delete it",
-                path=path.parent,
-                expected=json.dumps(record["config"]),
-                found=json.dumps(previous.get("config")),
-            )
-        return
-    atomic_write_text(path, json.dumps(record, indent=2))
+    def digest(*parts) -> str:
+        h = hashlib.sha256()
+        for part in parts:
+            if isinstance(part, pd.DataFrame):
+                h.update(json.dumps(list(map(str, part.columns))).encode())
+                part = pd.util.hash_pandas_object(part, index=False).to_numpy()
+            h.update(np.ascontiguousarray(part).tobytes())
+        return h.hexdigest()
+
+    atoms = (structure.coords_A, structure.element.astype(str), structure.b_factor_A2)
+    inputs = {"reference": digest(*atoms)}
+    if modes is not None:
+        inputs["modes"] = digest(np.asarray(modes.mode_numbers), modes.vectors)
+    if ground_truth is not None:
+        inputs["poses"] = digest(ground_truth, *([] if optics is None else [optics]))
+    return inputs
 
 
 # Normal modes of the paper's reference: all heavy atoms, ContinuousFlex's defaults (RTB

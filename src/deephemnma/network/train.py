@@ -651,10 +651,10 @@ def _previous_run(
     # Checkpoints of versions before the fingerprints have none to compare.
     other_files = changed_files(previous.get("inputs_sha256", inputs_sha256), inputs_sha256)
     if other_files:
+        changed = ", ".join(f"{name} file" for name in other_files)
         raise InputError(
-            "the folder holds a run on other input files",
+            f"the folder holds a run on other input files (changed: {changed})",
             path=last_path,
-            found="changed: " + ", ".join(f"{name} file" for name in other_files),
             expected="the same files to resume, --restart, or a new folder",
         )
     old = TrainConfig.from_dict(previous["config"])
