@@ -174,10 +174,12 @@ def dihedral_predict(
             if "matrices" in phys:
                 per_copy["matrices"].append(back_3d[index] @ phys["matrices"].double())
             if "shifts_A" in phys:
-                moved = phys["shifts_A"].double().clone()
-                moved[:, 0] += tx * pixel_size_A  # scalars: no host-to-device copy
-                moved[:, 1] += ty * pixel_size_A
-                per_copy["shifts_A"].append(moved @ back_2d[index].T)
+                shift = phys["shifts_A"].double()
+                if tx or ty:
+                    shift = shift.clone()
+                    shift[:, 0] += tx * pixel_size_A  # scalars: no host-to-device copy
+                    shift[:, 1] += ty * pixel_size_A
+                per_copy["shifts_A"].append(shift @ back_2d[index].T)
             if "amplitudes" in phys:
                 per_copy["amplitudes"].append(phys["amplitudes"].double())
     return consensus({k: torch.stack(v) for k, v in per_copy.items() if v})
