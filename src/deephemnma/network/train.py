@@ -893,8 +893,9 @@ def train(
     last_path, best_path = out / LAST, out / BEST
 
     inputs = _read_inputs(labels, particles, modes, labels_suffix, config, d, log)
-    files = {"labels": labels, "particles": particles, "modes": modes, "reference": reference}
-    inputs_sha256 = files_sha256(files)
+    inputs_sha256 = files_sha256(
+        {"labels": labels, "particles": particles, "modes": modes, "reference": reference}
+    )
     previous, config = _previous_run(last_path, config, restart, inputs_sha256)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
