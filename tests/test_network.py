@@ -645,14 +645,25 @@ def test_predict_with_tta_is_equivariant_and_writes_the_spread(trained, tmp_path
     write_particles(tmp_path / "turned.star", table)
 
     kw = {"precision": "fp32", "progress": False, "tta": True}
-    plain = read_particles(predict(val.path, run, tmp_path / "a.star", **kw)["out"])
-    moved = read_particles(predict(tmp_path / "turned.star", run, tmp_path / "b.star", **kw)["out"])
     maps = torch.as_tensor(DIHEDRAL[1], dtype=torch.float64).expand(len(val), 2, 2)
-    want_m, want_s = transform_labels(
-        euler_to_matrix(torch.as_tensor(angles_deg(plain))), torch.as_tensor(shifts_A(plain)), maps
-    )
-    got_m = euler_to_matrix(torch.as_tensor(angles_deg(moved)))
-    assert float(angular_error_deg(got_m, want_m).max()) < 0.01
+
+    def plain_and_turned(tag: str, **options):
+        """Predictions of the images and of the turned ones; the rotations of the second
+        must be those of the first turned; returns both and the first's shifts turned."""
+        result = predict(val.path, run, tmp_path / f"{tag}_plain.star", **kw, **options)
+        turned_out = predict(tmp_path / "turned.star", run, tmp_path / f"{tag}_turned.star",
+                             **kw, **options)["out"]  # fmt: skip
+        plain, moved = read_particles(result["out"]), read_particles(turned_out)
+        want_m, want_s = transform_labels(
+            euler_to_matrix(torch.as_tensor(angles_deg(plain))),
+            torch.as_tensor(shifts_A(plain)),
+            maps,
+        )
+        got_m = euler_to_matrix(torch.as_tensor(angles_deg(moved)))
+        assert float(angular_error_deg(got_m, want_m).max()) < 0.01, tag
+        return result, plain, moved, want_s
+
+    _, plain, moved, want_s = plain_and_turned("d4")
     np.testing.assert_allclose(shifts_A(moved), want_s.numpy(), atol=1e-4)
     np.testing.assert_allclose(amplitudes(moved)[1], amplitudes(plain)[1], atol=1e-3)
     spread = plain.particles[SPREAD_LABEL].to_numpy()
@@ -664,30 +675,12 @@ def test_predict_with_tta_is_equivariant_and_writes_the_spread(trained, tmp_path
     assert SPREAD_LABEL not in single.particles.columns
     assert not np.allclose(angles_deg(single), angles_deg(plain), atol=1e-3)
     # 16 copies (also turned by 45°): still exactly equivariant under D4, another consensus.
-    kw16 = {**kw, "tta_turns": 2}
-    result = predict(val.path, run, tmp_path / "d.star", **kw16)
+    result, plain16, _, _ = plain_and_turned("d8", tta_turns=2)
     assert result["tta_copies"] == 16
-    plain16 = read_particles(result["out"])
-    moved16 = read_particles(predict(tmp_path / "turned.star", run, tmp_path / "e.star",
-                                     **kw16)["out"])  # fmt: skip
-    want16, _ = transform_labels(euler_to_matrix(torch.as_tensor(angles_deg(plain16))), None, maps)
-    got16 = euler_to_matrix(torch.as_tensor(angles_deg(moved16)))
-    assert float(angular_error_deg(got16, want16).max()) < 0.01
     assert not np.allclose(angles_deg(plain16), angles_deg(plain), atol=1e-3)
     # 40 copies (each also moved by ±1 pixel along x and y): still exactly equivariant.
-    kw40 = {**kw, "tta_shift_px": 1}
-    result = predict(val.path, run, tmp_path / "f.star", **kw40)
+    result, plain40, moved40, want40_s = plain_and_turned("shifted", tta_shift_px=1)
     assert result["tta_copies"] == 40
-    plain40 = read_particles(result["out"])
-    moved40 = read_particles(predict(tmp_path / "turned.star", run, tmp_path / "g.star",
-                                     **kw40)["out"])  # fmt: skip
-    want40_m, want40_s = transform_labels(
-        euler_to_matrix(torch.as_tensor(angles_deg(plain40))),
-        torch.as_tensor(shifts_A(plain40)),
-        maps,
-    )
-    got40 = euler_to_matrix(torch.as_tensor(angles_deg(moved40)))
-    assert float(angular_error_deg(got40, want40_m).max()) < 0.01
     np.testing.assert_allclose(shifts_A(moved40), want40_s.numpy(), atol=1e-4)
     assert not np.allclose(angles_deg(plain40), angles_deg(plain), atol=1e-3)
 
