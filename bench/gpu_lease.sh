@@ -10,8 +10,8 @@
 #   (bench/predict_speed.py; goal >= 20,000 images/s on one H100), then the readers alone
 #   (bench/read_images.py), in order from one stack and at random over 1,000 stacks, then a
 #   training step (batch 256 and 512) with and without CUDA graphs
-#   (bench/gpu_train_profile.py): if the graphed one is faster, run the accuracy part with
-#   CUDA_GRAPHS=1 (train --cuda-graphs).
+#   (bench/gpu_train_profile.py; run 5's H100: graphed 15.6 against 18.8 ms at 256, hence
+#   train's default; CUDA_GRAPHS=0 runs the accuracy part without).
 # accuracy: bench/stage2_gpu.sh on the paper's protocol with Stage-1 labels (docs/gpu.md,
 #   "The next lease"): 20,000 + 10,000 GPU-rendered images; `align --device cuda` labels image
 #   set 1 (past STAGE1_S, the chunks finished by then); the default recipe with the signal swap

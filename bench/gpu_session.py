@@ -319,7 +319,7 @@ def train_default(s: Session, args, labels: str) -> dict:
             args.device,
             *(["--augment", args.augment] if args.augment else []),
             *(["--lr", str(args.lr)] if args.lr else []),
-            *(["--cuda-graphs"] if args.cuda_graphs else []),
+            "--cuda-graphs" if args.cuda_graphs else "--no-cuda-graphs",
             *(
                 ["--synthetic", str(args.synthetic), "--reference", "sim_0/reference.pdb"]
                 if args.synthetic
@@ -627,8 +627,9 @@ def main() -> None:
     )
     p.add_argument(
         "--cuda-graphs",
-        action="store_true",
-        help="train --cuda-graphs: the network's passes replayed as CUDA graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train --cuda-graphs (the default) or --no-cuda-graphs",
     )
     p.add_argument("--predict-batch", type=int, default=1024)
     p.add_argument("--throughput-repeat", type=int, default=20)
