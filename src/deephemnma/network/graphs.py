@@ -56,6 +56,7 @@ def graph_training_passes(
     except Exception as error:  # noqa: BLE001 - any capture failure falls back to eager
         log(f"--cuda-graphs: capture failed ({type(error).__name__}: {error}); training without")
         graphed = False
+        torch.cuda.empty_cache()  # a capture that ran out of memory leaves its pool behind
     with torch.no_grad():
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
