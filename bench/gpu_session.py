@@ -346,6 +346,7 @@ def train_and_predict(s: Session, args) -> bool:
         name: [*dh, "--particles", star, "-o", out, *extra]
         for name, star, out, extra in (
             ("predict_small", "run/splits/test.star", "pred_small.star", []),
+            ("predict_small_tta", "run/splits/test.star", "pred_small_tta.star", ["--tta"]),
             ("predict_large", "test.star", "pred_large.star", []),
             ("predict_large_tta", "test.star", "pred_large_tta.star", ["--tta"]),
             (
@@ -386,6 +387,7 @@ def evaluate(s: Session, args) -> list[subprocess.Popen]:
     jobs = []
     for pred, truth, out, paper in (
         ("pred_small.star", "set1.star", "eval_small", "table1"),
+        ("pred_small_tta.star", "set1.star", "eval_small_tta", "table1"),
         ("pred_large.star", "test.star", "eval_large", "table3"),
         ("pred_large_tta.star", "test.star", "eval_large_tta", "table3"),
         ("pred_large_tta16.star", "test.star", "eval_large_tta16", "table3"),
@@ -705,8 +707,8 @@ def main() -> None:
         print_summary(s.results)
 
 
-EVALUATIONS = ("eval_small", "eval_large", "eval_large_tta", "eval_large_tta16", "eval_align",
-               "eval_refine", "eval_stage1_labels")  # fmt: skip
+EVALUATIONS = ("eval_small", "eval_small_tta", "eval_large", "eval_large_tta",
+               "eval_large_tta16", "eval_align", "eval_refine", "eval_stage1_labels")  # fmt: skip
 
 
 def _metrics(evaluation: dict) -> str:

@@ -8,8 +8,9 @@
 #   → train the default recipe on image set 1 for TRAIN_S seconds (train --max-minutes plans
 #     the epochs; splits: 2,000 validation, 2,000 small test), half of each batch with a
 #     swapped signal (train --synthetic 0.5, docs/network.md)
-#   → predict the small test set and the large test set (image set 2), the large one also
-#     with test-time augmentation (predict --tta: 8 copies; --tta-turns 2: 16), side by side
+#   → predict the small test set (paper Table 1) and the large test set (image set 2, Table
+#     3), each also with test-time augmentation (predict --tta: 8 copies; the large one also
+#     --tta-turns 2: 16), side by side
 #   → evaluate against the ground truth, next to the paper's Tables 1 and 3.
 #
 # It is bench/gpu_session.py with its optional steps off: results in OUT/results.json, every
