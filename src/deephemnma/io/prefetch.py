@@ -10,9 +10,11 @@ the transfer: a ring of ``depth`` buffers, each reused once the device has finis
 from it (a CUDA event). The transfers run on a stream of their own, so that batch ``i + 1``
 crosses the bus while the network works on batch ``i`` (on the default stream a copy waits
 for the work queued before it: a batch of 1,024 images of 128² is 67 MB, a few milliseconds
-on the bus against ~11 ms of network at the 92,000 images/s an H200 infers; not yet
-measured on a GPU). Measured on 2 CPU cores (``bench/read_images.py``, 128²): 2 threads read
-83,000–90,000 images/s, 2 DataLoader processes 29,000–32,000.
+on the bus against ~11 ms of network at the 92,000 images/s an H200 infers). With it,
+``deephemnma predict`` made 30,100 images/s on an H100 (23,400 on an H200 without it; 18,700
+with DataLoader processes on the H100; docs/gpu.md, runs 4 and 5). Measured on 2 CPU cores
+(``bench/read_images.py``, 128²): 2 threads read 83,000–90,000 images/s, 2 DataLoader
+processes 29,000–32,000.
 
 On the CPU there is nothing to transfer: each batch is a fresh array, so a batch the consumer
 still holds is never overwritten.
