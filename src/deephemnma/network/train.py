@@ -752,10 +752,13 @@ def _build_model(spec: NetworkSpec, config: TrainConfig, dev, previous, d: _Dist
 
 
 def _graph(model, config: TrainConfig, image_size: int, dev, d: _Dist, log) -> bool:
-    """The training passes as CUDA graphs, where they can be: on one CUDA process. Only
-    an explicit ``--cuda-graphs`` says where it is ignored; the default stays quiet."""
+    """The training passes as CUDA graphs unless ``--no-cuda-graphs``, where they can be:
+    on one CUDA process. Only an explicit ``--cuda-graphs`` says where it is ignored; the
+    default stays quiet."""
     from deephemnma.network.graphs import graph_training_passes
 
+    if config.cuda_graphs is False:
+        return False
     asked = config.cuda_graphs is True
     say = log if d.main else (lambda *_: None)
     if d.world > 1 or dev.type != "cuda":
@@ -954,9 +957,7 @@ def train(
     loss_config = LossConfig(
         config.regression_loss, config.rotation_loss, dict(config.loss_weights)
     )
-    graphed = config.cuda_graphs is not False and _graph(
-        model, config, inputs.image_size, dev, d, log
-    )
+    graphed = _graph(model, config, inputs.image_size, dev, d, log)
     writer = CheckpointWriter()
     if previous is None and config.max_minutes > 0:
         batches = (train_loader, val_loader)
@@ -1137,8 +1138,8 @@ def _fit_epochs(
     step_s = (time.perf_counter() - t) / timed
     if dev.type == "cuda":
         # The first evaluation pass selects kernels for its own batch shapes (the last
-        # batch is short): run 5's H100 (docs/gpu.md) timed 0.6 s for a pass that then took 0.07 s,
-        # and planned 200 epochs where 280 fitted.
+        # batch is short): run 5's H100 (docs/gpu.md) timed 0.6 s for a pass that then
+        # took 0.07 s, and planned 200 epochs where 280 fitted.
         _run_epoch(model, val_loader, *args, normalization=normalization)
         sync()
     t = time.perf_counter()
